@@ -1,0 +1,226 @@
+"""`emotalk` command line: a thin front over `Predictor` and the checkpoint tools.
+
+Errors are our own exceptions, reported here once as one line on stderr with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ControlError, EmoTalkError, OutputError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # encoders and models load from local folders
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EmoTalkError as exc:
+        hint = f" ({exc.detail})" if exc.detail and exc.detail != exc.message else ""
+        print(f"emotalk: error: {exc.message}{hint}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("emotalk: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emotalk", description="Speech-driven emotional facial animation (EmoTalk).")
+    parser.add_argument("--version", action="version", version=f"emotalk {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="audio -> 52 ARKit blendshape curves")
+    p.add_argument("audio", help="audio file (wav, flac, mp3, ogg, ...)")
+    p.add_argument("-o", "--output", help="output .npy, .json or .csv (Live Link Face); "
+                   "default: AUDIO's name with .npy")
+    add_model_arguments(p)
+    add_control_arguments(p)
+    p.add_argument("--fps", type=float, default=30.0, help="output frame rate (default 30)")
+    p.add_argument("--start", type=float, default=None, help="window start in seconds")
+    p.add_argument("--end", type=float, default=None, help="window end in seconds")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("import-official", help="convert the released EmoTalk.pth to a model folder")
+    p.add_argument("--checkpoint", required=True, help="the released EmoTalk.pth")
+    p.add_argument("--content-encoder", required=True,
+                   help="folder (or config.json) of jonatasgrosman/wav2vec2-large-xlsr-53-english")
+    p.add_argument("--emotion-encoder", required=True,
+                   help="folder (or config.json) of r-f/wav2vec-english-speech-emotion-recognition")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.set_defaults(func=cmd_import_official)
+
+    p = sub.add_parser("info", help="describe a model folder")
+    add_model_arguments(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("presets", help="compute emotion presets from a labelled manifest")
+    add_model_arguments(p)
+    p.add_argument("--manifest", required=True, help="manifest.jsonl with emotion labels")
+    p.add_argument("--split", default="train", help="manifest split to use (default train)")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=os.environ.get("EMOTALK_MODEL", "default"),
+                   help="model folder, or 'default' (env EMOTALK_MODEL)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def add_control_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("controls")
+    g.add_argument("--emotion-source", choices=("audio", "reference", "preset"), default=None,
+                   help="where emotion comes from (default: audio; preset if --emotion is given,"
+                   " reference if --emotion-reference is given)")
+    g.add_argument("--emotion", default=None, help="preset name (neutral, happy, ...)")
+    g.add_argument("--emotion-reference", default=None, help="clip whose emotion to use")
+    g.add_argument("--emotion-strength", type=float, default=1.0, help="0..1 (default 1)")
+    g.add_argument("--level", type=float, default=1.0, help="intensity 0..1 (default 1)")
+    g.add_argument("--person", type=int, default=0, help="speaking style 0..23 (default 0)")
+    g.add_argument("--person-weights", default=None, help='a mix of styles, e.g. "3:0.5,7:0.5"')
+    g.add_argument("--no-postprocess", action="store_true",
+                   help="raw network output: no smoothing, blinks, clamp or amplitude change")
+    g.add_argument("--no-smooth", action="store_true", help="skip Savitzky-Golay smoothing")
+    g.add_argument("--no-blinks", action="store_true", help="keep the network's blink channels")
+    g.add_argument("--no-clamp", action="store_true", help="do not clamp to [0, 1]")
+    g.add_argument("--seed", type=int, default=0, help="blink seed (default 0)")
+    g.add_argument("--mouth-amplitude", type=float, default=1.0, help="mouth motion scale")
+
+
+def controls_from_args(args: argparse.Namespace):
+    from .inference import Controls, EmotionControl
+    from .postprocess import PostProcess
+
+    source = args.emotion_source or (
+        "preset" if args.emotion else "reference" if args.emotion_reference else "audio")
+    emotion = EmotionControl(source=source, preset=args.emotion,
+                             reference=args.emotion_reference, strength=args.emotion_strength)
+    post = None if args.no_postprocess else PostProcess(
+        smooth=not args.no_smooth, blinks=not args.no_blinks, seed=args.seed,
+        clamp=not args.no_clamp, mouth_amplitude=args.mouth_amplitude)
+    return Controls(emotion=emotion, level=args.level, person=args.person,
+                    person_weights=parse_person_weights(args.person_weights), postprocess=post)
+
+
+def parse_person_weights(text: str | None) -> dict[int, float] | None:
+    """'3:0.5,7:0.5' -> {3: 0.5, 7: 0.5}."""
+    if text is None:
+        return None
+    weights: dict[int, float] = {}
+    for item in text.split(","):
+        person, sep, weight = item.strip().partition(":")
+        try:
+            weights[int(person)] = float(weight) if sep else 1.0
+        except ValueError as exc:
+            raise ControlError(f"--person-weights: cannot read {item!r}; write e.g. "
+                               '"3:0.5,7:0.5"') from exc
+    return weights
+
+
+def check_output_path(path: Path) -> None:
+    """Fail before any work when the output cannot be written."""
+    if path.suffix.lower() not in (".npy", ".json", ".csv"):
+        raise OutputError(f"output {path} has an unknown extension; use .npy, .json or .csv")
+    if not path.parent.is_dir():
+        raise OutputError(f"output folder {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a file name")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .export import write_curves
+    from .inference import Predictor
+
+    output = Path(args.output) if args.output else Path(args.audio).with_suffix(".npy")
+    check_output_path(output)
+    controls = controls_from_args(args)
+    predictor = Predictor(args.model, device=args.device)
+    with ProgressBar("predicting") as report:
+        result = predictor.predict(args.audio, start=args.start, end=args.end, fps=args.fps,
+                                   controls=controls, progress=report)
+    write_curves(output, result.values, result.fps, metadata={
+        "audio": str(args.audio), "start": result.start, "model": predictor.describe()["name"],
+        "emotion_probabilities": result.emotion_probabilities})
+    top = max(result.emotion_probabilities.items(), key=lambda kv: kv[1])
+    print(f"wrote {output} ({result.frames} frames at {result.fps:g} fps; "
+          f"speech emotion: {top[0]} {top[1]:.0%})")
+    return 0
+
+
+def cmd_import_official(args: argparse.Namespace) -> int:
+    from .checkpoint import import_official
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a folder")
+    if not out.parent.is_dir():
+        raise OutputError(f"folder {out.parent} does not exist; create it first")
+    net = import_official(args.checkpoint, args.content_encoder, args.emotion_encoder, out)
+    count = sum(p.numel() for p in net.parameters())
+    print(f"wrote {out} ({count / 1e6:.1f} M parameters, strict import: every key matched)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .inference import Predictor
+
+    info = Predictor(args.model, device=args.device).describe()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        print(f"{key:>10}: {shown if shown != '' else '-'}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .presets import compute_presets
+
+    names = compute_presets(args.model, args.manifest, split=args.split, device=args.device)
+    print(f"stored {len(names)} presets in {args.model}: {', '.join(names)}")
+    return 0
+
+
+class ProgressBar:
+    """A tqdm bar on stderr for work longer than a couple of seconds, on a terminal only."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar = None
+
+    def __enter__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1, desc=self.description, delay=2.0, file=sys.stderr,
+                        disable=not sys.stderr.isatty(), leave=False)
+
+        def report(done: int, total: int, message: str) -> None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.set_postfix_str(message, refresh=False)
+            self.bar.refresh()
+
+        return report
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

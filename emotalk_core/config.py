@@ -1,0 +1,151 @@
+"""Frozen configuration of the EmoTalk network. Saved inside every model folder (config.json) so
+that a checkpoint fully rebuilds its model; loading is strict: unknown or missing keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ModelError
+
+SAMPLE_RATE = 16000
+FPS = 30
+
+# Labels of the released emotion classifier (r-f/wav2vec-english-speech-emotion-recognition).
+RELEASED_EMOTION_LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+# The eight RAVDESS categories, used for presets and by our own models' classifiers.
+PRESET_NAMES = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+
+
+@dataclass(frozen=True)
+class Wav2Vec2EncoderConfig:
+    """A wav2vec2 encoder; `wav2vec2` holds the transformers `Wav2Vec2Config` fields."""
+
+    wav2vec2: dict[str, Any]
+    kind: str = "wav2vec2"
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.wav2vec2.get("hidden_size", 768))
+
+    def __hash__(self) -> int:  # dict field: hash by content
+        return hash(json.dumps(self.wav2vec2, sort_keys=True))
+
+
+@dataclass(frozen=True)
+class CompactEncoderConfig:
+    """Log-mel features, a strided convolution to 50 Hz, interpolation to the output frame rate,
+    then a small pre-norm transformer. Trains from scratch on modest data and runs far faster
+    than real time on a CPU."""
+
+    n_mels: int = 80
+    n_fft: int = 400  # 25 ms at 16 kHz
+    hop_length: int = 160  # 10 ms: 100 Hz mel frames
+    conv_channels: int = 256
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    ffn_size: int = 1024
+    pos_conv_kernel: int = 15
+    dropout: float = 0.1
+    kind: str = "compact"
+
+    @property
+    def output_dim(self) -> int:
+        return self.hidden_size
+
+
+EncoderConfig = Wav2Vec2EncoderConfig | CompactEncoderConfig
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    feature_dim: int = 832
+    heads: int = 4
+    ffn_size: int = 832
+    layers: int = 1
+    dropout: float = 0.1
+    period: int = 30  # frames per step of the periodic attention bias (one second at 30 fps)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    content_encoder: EncoderConfig
+    emotion_encoder: EncoderConfig
+    emotion_labels: tuple[str, ...] = RELEASED_EMOTION_LABELS
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    content_dim: int = 512
+    emotion_query_dim: int = 256
+    level_dim: int = 32
+    person_dim: int = 32
+    num_levels: int = 2
+    num_persons: int = 24
+    num_channels: int = 52
+    name: str = "emotalk"
+
+    def __post_init__(self) -> None:
+        query = self.content_dim + self.emotion_query_dim + self.level_dim + self.person_dim
+        if query != self.decoder.feature_dim:
+            raise ModelError(
+                f"model config: content_dim + emotion_query_dim + level_dim + person_dim = {query}"
+                f" must equal decoder.feature_dim = {self.decoder.feature_dim}"
+            )
+        if self.decoder.feature_dim % self.decoder.heads:
+            raise ModelError("model config: decoder.feature_dim must be divisible by decoder.heads")
+
+    @property
+    def kind(self) -> str:
+        """"wav2vec2", "compact" or "mixed", after the encoders."""
+        kinds = {self.content_encoder.kind, self.emotion_encoder.kind}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        try:
+            values = dict(_checked(cls, data, "model"))
+            values["content_encoder"] = _encoder_from_dict(values["content_encoder"], "content")
+            values["emotion_encoder"] = _encoder_from_dict(values["emotion_encoder"], "emotion")
+            if "decoder" in values:
+                values["decoder"] = DecoderConfig(**_checked(DecoderConfig, values["decoder"],
+                                                             "decoder"))
+            if "emotion_labels" in values:
+                values["emotion_labels"] = tuple(values["emotion_labels"])
+            return cls(**values)
+        except (TypeError, KeyError) as exc:
+            raise ModelError(f"model config is invalid: {exc}") from exc
+
+
+def _checked(cls: type, data: Any, what: str) -> dict[str, Any]:
+    """`data` as a dict whose keys are all fields of `cls`; unknown keys are errors."""
+    if not isinstance(data, dict):
+        raise ModelError(f"{what} config must be a JSON object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ModelError(f"{what} config has unknown keys: {', '.join(unknown)}")
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = sorted(required - set(data))
+    if missing:
+        raise ModelError(f"{what} config lacks keys: {', '.join(missing)}")
+    return data
+
+
+def _encoder_from_dict(data: Any, what: str) -> EncoderConfig:
+    if not isinstance(data, dict):
+        raise ModelError(f"{what} encoder config must be a JSON object")
+    kind = data.get("kind")
+    if kind == "wav2vec2":
+        return Wav2Vec2EncoderConfig(**_checked(Wav2Vec2EncoderConfig, data, f"{what} encoder"))
+    if kind == "compact":
+        return CompactEncoderConfig(**_checked(CompactEncoderConfig, data, f"{what} encoder"))
+    raise ModelError(f"{what} encoder config: unknown kind {kind!r} (expected wav2vec2 or compact)")

@@ -1,0 +1,134 @@
+"""Compact encoders: log-mel features, a small convolution and transformer stack.
+
+Same interface as the wav2vec2 encoders (normalised 16 kHz audio in, (B, T, H) at the target frame
+counts out), so the paper's fusion and decoder stay unchanged. They train from scratch on modest
+data and run far faster than real time on a CPU.
+
+Padding equivalence: features beyond each clip's end are zeroed before every convolution, so a
+clip inside a padded batch gives the same frames as the clip alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import SAMPLE_RATE, CompactEncoderConfig
+from .common import interpolate_frames, pad_stack
+from .masks import frame_mask
+from .wav2vec2 import EmotionClassifierHead
+
+
+def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale, 0 Hz to Nyquist."""
+
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(np.array(0.0)), hz_to_mel(np.array(sample_rate / 2)),
+                                  n_mels + 2))
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bins[None] - lower) / (centre - lower)
+    falling = (upper - bins[None]) / (upper - centre)
+    return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+
+
+class LogMel(nn.Module):
+    def __init__(self, cfg: CompactEncoderConfig):
+        super().__init__()
+        self.n_fft = cfg.n_fft
+        self.hop = cfg.hop_length
+        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+        fb = torch.from_numpy(mel_filterbank(cfg.n_mels, cfg.n_fft, SAMPLE_RATE))
+        self.register_buffer("filters", fb, persistent=False)
+
+    def frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        return torch.div(num_samples, self.hop, rounding_mode="floor") + 1
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio (B, S) -> log-mel (B, S // hop + 1, n_mels). Zero padding on both sides, so the
+        frames of a clip do not depend on what follows its end."""
+        padded = F.pad(audio, (self.n_fft // 2, self.n_fft // 2))
+        spec = torch.stft(padded, self.n_fft, self.hop, window=self.window, center=False,
+                          return_complex=True)  # (B, F, frames)
+        power = spec.real.square() + spec.imag.square()
+        mel = torch.matmul(self.filters, power)  # (B, n_mels, frames)
+        return torch.log(mel + 1e-6).transpose(1, 2)
+
+
+class CompactBackbone(nn.Module):
+    def __init__(self, cfg: CompactEncoderConfig):
+        super().__init__()
+        self.output_dim = cfg.hidden_size
+        self.mel = LogMel(cfg)
+        self.mel_norm = nn.LayerNorm(cfg.n_mels)
+        self.conv1 = nn.Conv1d(cfg.n_mels, cfg.conv_channels, 3, padding=1)
+        # Stride 2: 100 Hz mel frames to 50 Hz, the rate of wav2vec2's features.
+        self.conv2 = nn.Conv1d(cfg.conv_channels, cfg.conv_channels, 3, stride=2, padding=1)
+        self.projection = nn.Linear(cfg.conv_channels, cfg.hidden_size)
+        self.pos_conv = nn.Conv1d(cfg.hidden_size, cfg.hidden_size, cfg.pos_conv_kernel,
+                                  padding=cfg.pos_conv_kernel // 2, groups=cfg.hidden_size)
+        layer = nn.TransformerEncoderLayer(
+            cfg.hidden_size, cfg.num_heads, cfg.ffn_size, cfg.dropout,
+            activation="gelu", batch_first=True, norm_first=True,
+        )  # fmt: skip
+        self.layers = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def features_50hz(self, audio: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Per clip (T50_i, C) features at 50 Hz."""
+        mel_lengths = self.mel.frames(lengths)
+        x = self.mel_norm(self.mel(audio))  # (B, M, n_mels)
+        mask = frame_mask(mel_lengths, x.shape[1])[:, None, :]  # (B, 1, M)
+        x = x.transpose(1, 2) * mask
+        x = F.gelu(self.conv1(x)) * mask
+        x = F.gelu(self.conv2(x))  # (B, C, ceil(M / 2))
+        lengths50 = torch.div(mel_lengths + 1, 2, rounding_mode="floor")
+        return [x[i, :, : int(n)].transpose(0, 1) for i, n in enumerate(lengths50)]
+
+    def run_transformer(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """features (B, T, C) -> (B, T, H), padding zeroed."""
+        mask = frame_mask(lengths, features.shape[1])  # (B, T)
+        x = self.projection(features) * mask[..., None]
+        x = x + F.gelu(self.pos_conv(x.transpose(1, 2))).transpose(1, 2)
+        x = self.dropout(x) * mask[..., None]
+        padded = bool((~mask).any())
+        x = self.layers(x, src_key_padding_mask=~mask if padded else None)
+        return self.final_norm(x) * mask[..., None]
+
+    def encode(
+        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        feats = self.features_50hz(audio, sample_lengths)
+        pairs = zip(feats, frame_lengths, strict=True)
+        feats = [interpolate_frames(f[None], int(t))[0] for f, t in pairs]
+        return self.run_transformer(pad_stack(feats), frame_lengths)
+
+
+class CompactContentEncoder(CompactBackbone):
+    def forward(
+        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """audio (B, S) normalised -> (B, T, H)."""
+        return self.encode(audio, sample_lengths, frame_lengths)
+
+
+class CompactEmotionEncoder(CompactBackbone):
+    def __init__(self, cfg: CompactEncoderConfig, num_labels: int):
+        super().__init__(cfg)
+        self.classifier = EmotionClassifierHead(cfg.hidden_size, num_labels, cfg.dropout)
+
+    def forward(
+        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio (B, S) normalised -> hidden (B, T, H), logits (B, L)."""
+        hidden = self.encode(audio, sample_lengths, frame_lengths)
+        return hidden, self.classifier(hidden, frame_lengths)
+

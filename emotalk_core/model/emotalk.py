@@ -1,0 +1,168 @@
+"""The EmoTalk network: tensors in, tensors out.
+
+Two encoders disentangle what is said (content) from how it is said (emotion). Their features are
+fused per frame into an 832-d query (content 512 + emotion 256 + intensity 32 + person 32) for an
+emotion-guided decoder whose memory is the 832-d emotion feature; a zero-initialised linear head
+gives 52 ARKit blendshape coefficients per frame at 30 fps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import FPS, SAMPLE_RATE, CompactEncoderConfig, EncoderConfig, ModelConfig
+from .common import normalize_audio
+from .compact import CompactContentEncoder, CompactEmotionEncoder
+from .decoder import EmotionGuidedDecoder
+from .wav2vec2 import Wav2Vec2ContentEncoder, Wav2Vec2EmotionEncoder
+
+
+def frame_counts(sample_lengths: torch.Tensor) -> torch.Tensor:
+    """Output frames per clip: ceil(samples / 16000 * 30), in floating point as the release."""
+    return torch.tensor(
+        [max(1, math.ceil(int(n) / SAMPLE_RATE * FPS)) for n in sample_lengths],
+        device=sample_lengths.device,
+    )
+
+
+def _content_encoder(cfg: EncoderConfig) -> nn.Module:
+    if isinstance(cfg, CompactEncoderConfig):
+        return CompactContentEncoder(cfg)
+    return Wav2Vec2ContentEncoder(cfg)
+
+
+def _emotion_encoder(cfg: EncoderConfig, num_labels: int) -> nn.Module:
+    if isinstance(cfg, CompactEncoderConfig):
+        return CompactEmotionEncoder(cfg, num_labels)
+    return Wav2Vec2EmotionEncoder(cfg, num_labels)
+
+
+class TrainingOutputs(NamedTuple):
+    cross: torch.Tensor  # (B, T_cross, 52): content of A with emotion of B
+    self_: torch.Tensor  # (B, T_self, 52): content and emotion of A
+    emotion_logits: torch.Tensor  # (B, labels): classifier on B
+
+
+class EmoTalk(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        d = c.decoder.feature_dim
+        self.content_encoder = _content_encoder(c.content_encoder)
+        self.emotion_encoder = _emotion_encoder(c.emotion_encoder, len(c.emotion_labels))
+        self.content_proj = nn.Linear(c.content_encoder.output_dim, c.content_dim)
+        self.emotion_proj = nn.Linear(c.emotion_encoder.output_dim, d)
+        self.emotion_query = nn.Linear(d, c.emotion_query_dim)
+        self.level_embed = nn.Linear(c.num_levels, c.level_dim)
+        self.person_embed = nn.Linear(c.num_persons, c.person_dim)
+        self.decoder = EmotionGuidedDecoder(c.decoder)
+        self.head = nn.Linear(d, c.num_channels)
+        # Zero-initialised head: training starts from the neutral face.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    # -- encoders -------------------------------------------------------------------------------
+    def encode_content(
+        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """audio (B, S) raw 16 kHz -> content features (B, T, Dc)."""
+        return self.content_encoder(normalize_audio(audio, sample_lengths), sample_lengths,
+                                    frame_lengths)
+
+    def encode_emotion(
+        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio (B, S) raw 16 kHz -> emotion features (B, T, De), logits (B, labels)."""
+        return self.emotion_encoder(normalize_audio(audio, sample_lengths), sample_lengths,
+                                    frame_lengths)
+
+    # -- decoder --------------------------------------------------------------------------------
+    def decode(
+        self,
+        content: torch.Tensor,
+        emotion: torch.Tensor,
+        level: torch.Tensor,
+        person: torch.Tensor,
+    ) -> torch.Tensor:
+        """content (B, T, Dc), emotion (B, T, De), level (B, 2) and person (B, 24) weights
+        (one-hot, or convex mixes) -> blendshape coefficients (B, T, 52)."""
+        t = content.shape[1]
+        emo_memory = self.emotion_proj(emotion)  # (B, T, 832)
+        query = torch.cat(
+            [
+                self.content_proj(content),  # (B, T, 512)
+                F.relu(self.emotion_query(emo_memory)),  # (B, T, 256)
+                self.level_embed(level)[:, None].expand(-1, t, -1),  # (B, T, 32)
+                self.person_embed(person)[:, None].expand(-1, t, -1),  # (B, T, 32)
+            ],
+            dim=-1,
+        )
+        return self.head(self.decoder(query, emo_memory))
+
+    # -- whole passes ---------------------------------------------------------------------------
+    def forward(
+        self,
+        audio: torch.Tensor,
+        sample_lengths: torch.Tensor,
+        level: torch.Tensor,
+        person: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference as the paper: emotion from the same clip.
+        audio (B, S) -> coefficients (B, T, 52) (zero past each clip's frames), logits (B, L)."""
+        frames = frame_counts(sample_lengths)
+        content = self.encode_content(audio, sample_lengths, frames)
+        emotion, logits = self.encode_emotion(audio, sample_lengths, frames)
+        out = self.decode(content, emotion, level, person)
+        return _zero_padding(out, frames), logits
+
+    def training_forward(
+        self,
+        audio_a: torch.Tensor,
+        lengths_a: torch.Tensor,
+        audio_b: torch.Tensor,
+        lengths_b: torch.Tensor,
+        cross_frames: torch.Tensor,
+        self_frames: torch.Tensor,
+        level: torch.Tensor,
+        person: torch.Tensor,
+    ) -> TrainingOutputs:
+        """The cross-reconstruction forward that disentangles emotion from content.
+
+        Clip A has content c1 / emotion e2, clip B content c2 / emotion e1. Content of A with
+        emotion of B (at `cross_frames`, the target c1-e1 length) must give c1-e1; content and
+        emotion of A (at `self_frames`) must give A; B's logits train the classifier.
+        """
+        content_cross = self.encode_content(audio_a, lengths_a, cross_frames)
+        emotion_b, logits_b = self.encode_emotion(audio_b, lengths_b, cross_frames)
+        if torch.equal(cross_frames, self_frames):
+            content_self = content_cross
+        else:
+            content_self = self.encode_content(audio_a, lengths_a, self_frames)
+        emotion_a, _ = self.encode_emotion(audio_a, lengths_a, self_frames)
+        cross = self.decode(content_cross, emotion_b, level, person)
+        self_ = self.decode(content_self, emotion_a, level, person)
+        return TrainingOutputs(
+            _zero_padding(cross, cross_frames), _zero_padding(self_, self_frames), logits_b
+        )
+
+
+def _zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+    return x * mask[..., None].to(x.dtype)
+
+
+def one_hot_weights(index: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,) int -> (B, size) float one-hot."""
+    return F.one_hot(index.long(), size).float()
+
+
+def level_weights(level: torch.Tensor) -> torch.Tensor:
+    """(B,) intensity in [0, 1] -> (B, 2) weights (1 - level, level)."""
+    level = level.float()
+    return torch.stack([1 - level, level], dim=-1)
