@@ -132,18 +132,8 @@ def parse_person_weights(text: str | None) -> dict[int, float] | None:
     return weights
 
 
-def check_output_path(path: Path) -> None:
-    """Fail before any work when the output cannot be written."""
-    if path.suffix.lower() not in (".npy", ".json", ".csv"):
-        raise OutputError(f"output {path} has an unknown extension; use .npy, .json or .csv")
-    if not path.parent.is_dir():
-        raise OutputError(f"output folder {path.parent} does not exist; create it first")
-    if path.is_dir():
-        raise OutputError(f"output {path} is a folder; give a file name")
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .export import write_curves
+    from .export import check_output_path, write_curves
     from .inference import Predictor
 
     output = Path(args.output) if args.output else Path(args.audio).with_suffix(".npy")

@@ -364,17 +364,8 @@ class _Run:
         self.message = ""
 
     @staticmethod
-    def ticking_modules(net: EmoTalk) -> list[torch.nn.Module]:
-        modules: list[torch.nn.Module] = []
-        for encoder in (net.content_encoder, net.emotion_encoder):
-            backbone = getattr(encoder, "wav2vec2", None)
-            layers = backbone.encoder.layers if backbone is not None else encoder.layers.layers
-            modules.extend(layers)
-        modules.extend(net.decoder.layers)
-        return modules
-
-    def ticks_per_window(self, net: EmoTalk) -> int:
-        return len(self.ticking_modules(net))
+    def ticks_per_window(net: EmoTalk) -> int:
+        return len(net.progress_modules())
 
     def check(self) -> None:
         if self.cancel is not None and self.cancel():
@@ -400,7 +391,7 @@ class _Run:
 
     @contextlib.contextmanager
     def hooks(self, net: EmoTalk) -> Iterator[None]:
-        handles = [m.register_forward_pre_hook(self._tick) for m in self.ticking_modules(net)]
+        handles = [m.register_forward_pre_hook(self._tick) for m in net.progress_modules()]
         try:
             yield
         finally:

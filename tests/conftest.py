@@ -53,3 +53,30 @@ def speechlike(seconds: float, seed: int = 0, sr: int = 16000) -> np.ndarray:
     voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t) ** 2
     return (0.1 * envelope * voiced + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny compact model with a random (non-zero) head and two emotion presets."""
+    from torch import nn
+
+    from emotalk_core.checkpoint import save_model
+    from emotalk_core.model import EmoTalk
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(content_encoder=tiny_compact(), emotion_encoder=tiny_compact(),
+                      emotion_labels=("neutral", "happy", "sad"), name="tiny-compact")
+    net = EmoTalk(cfg)
+    nn.init.normal_(net.head.weight, std=0.03)
+    nn.init.constant_(net.head.bias, 0.4)
+    presets = {"neutral": torch.randn(32), "happy": 3 * torch.randn(32)}
+    return save_model(tmp_path_factory.mktemp("models") / "tiny", net, presets)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory) -> Path:
+    import soundfile as sf
+
+    path = tmp_path_factory.mktemp("audio") / "speech.wav"
+    sf.write(path, speechlike(2.0, seed=3), 16000)
+    return path

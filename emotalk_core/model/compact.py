@@ -82,6 +82,9 @@ class CompactBackbone(nn.Module):
         self.final_norm = nn.LayerNorm(cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.dropout)
 
+    def layer_list(self) -> list[nn.Module]:
+        return list(self.layers.layers)
+
     def features_50hz(self, audio: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """Per clip (T50_i, C) features at 50 Hz."""
         mel_lengths = self.mel.frames(lengths)

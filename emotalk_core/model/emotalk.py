@@ -105,6 +105,11 @@ class EmoTalk(nn.Module):
         )
         return self.head(self.decoder(query, emo_memory))
 
+    def progress_modules(self) -> list[nn.Module]:
+        """The layers whose start marks progress through a pass (for progress and cancel)."""
+        return [*self.content_encoder.layer_list(), *self.emotion_encoder.layer_list(),
+                *self.decoder.layers]
+
     # -- whole passes ---------------------------------------------------------------------------
     def forward(
         self,

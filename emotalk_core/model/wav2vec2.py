@@ -16,8 +16,8 @@ from ..config import FPS, Wav2Vec2EncoderConfig
 from .common import interpolate_frames, masked_mean, pad_stack
 from .masks import frame_mask
 
-# Output frames of the convolutional front end computed at once on long audio (about 80 s).
-_CONV_BLOCK_FRAMES = 4000
+# Output frames of the convolutional front end computed at once on long audio (20 s).
+_CONV_BLOCK_FRAMES = 1000
 
 
 def build_wav2vec2(cfg: Wav2Vec2EncoderConfig) -> Wav2Vec2Model:
@@ -41,6 +41,9 @@ class Wav2Vec2Backbone(nn.Module):
         for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
             self._receptive += (kernel - 1) * self._stride
             self._stride *= stride
+
+    def layer_list(self) -> list[nn.Module]:
+        return list(self.wav2vec2.encoder.layers)
 
     def conv_frames(self, num_samples: int) -> int:
         """Number of 50 Hz convolutional frames for a clip of `num_samples`."""

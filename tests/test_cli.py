@@ -1,0 +1,157 @@
+"""`emotalk` end to end: outputs, and every bad input giving one clear line, a non-zero exit and
+no output file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emotalk_core.arkit import CHANNELS
+from emotalk_core.cli import main
+from emotalk_core.export import read_curves
+
+from .conftest import speechlike
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_writes_each_format(capsys, tmp_path, tiny_model_dir, speech_wav):
+    for ext in ("npy", "json", "csv"):
+        target = tmp_path / f"curves.{ext}"
+        code, out, err = run(capsys, "predict", str(speech_wav), "--model", str(tiny_model_dir),
+                             "-o", str(target), "--fps", "24")
+        assert code == 0, err
+        assert f"wrote {target}" in out
+        values, fps, channels = read_curves(target)
+        assert values.shape == (48, 52) and channels == CHANNELS
+    np.testing.assert_allclose(read_curves(tmp_path / "curves.csv")[0],
+                               np.load(tmp_path / "curves.npy"), atol=1e-6)
+    meta = json.loads((tmp_path / "curves.json").read_text())
+    assert meta["fps"] == 24 and set(meta["metadata"]["emotion_probabilities"]) == {
+        "neutral", "happy", "sad"}
+
+
+def test_no_postprocess_gives_the_raw_network_output(capsys, tmp_path, tiny_model_dir, speech_wav):
+    from emotalk_core.inference import Controls, Predictor
+
+    target = tmp_path / "raw.npy"
+    code, _, err = run(capsys, "predict", str(speech_wav), "--model", str(tiny_model_dir),
+                       "-o", str(target), "--no-postprocess")
+    assert code == 0, err
+    raw = Predictor(tiny_model_dir, device="cpu").predict(speech_wav,
+                                                          controls=Controls(postprocess=None))
+    np.testing.assert_array_equal(np.load(target), raw.values)
+    assert np.load(target).max() > 1.0 or np.load(target).min() < 0.0  # not clamped
+
+
+def test_controls_reach_the_predictor(capsys, tmp_path, tiny_model_dir, speech_wav):
+    outputs = {}
+    for name, extra in {
+        "base": [], "happy": ["--emotion", "happy"], "person": ["--person-weights", "3:0.5,7:0.5"],
+        "level": ["--level", "0"], "seed": ["--seed", "5"],
+    }.items():
+        target = tmp_path / f"{name}.npy"
+        code, _, err = run(capsys, "predict", str(speech_wav), "--model", str(tiny_model_dir),
+                           "-o", str(target), *extra)
+        assert code == 0, err
+        outputs[name] = np.load(target)
+    for name in ("happy", "person", "level"):
+        assert not np.allclose(outputs[name], outputs["base"]), name
+
+
+def test_info(capsys, tiny_model_dir):
+    code, out, _ = run(capsys, "info", "--model", str(tiny_model_dir), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["kind"] == "compact" and info["presets"] == ["neutral", "happy"]
+    assert info["fps"] == 30 and info["persons"] == 24
+
+
+def _bad_inputs(tmp):
+    """name -> (audio path, extra args, text the error must contain)."""
+    (tmp / "folder.wav").mkdir()
+    (tmp / "text.wav").write_text("this is not audio\n" * 100)
+    good = tmp / "good.wav"
+    sf.write(good, speechlike(1.0), 16000)
+    (tmp / "truncated.wav").write_bytes(good.read_bytes()[:30])
+    sf.write(tmp / "empty.wav", np.zeros(0, np.float32), 16000)
+    nan = speechlike(1.0)
+    nan[100] = np.nan
+    sf.write(tmp / "nan.wav", nan, 16000, subtype="FLOAT")
+    return {
+        "missing": (tmp / "missing.wav", [], "missing.wav"),
+        "directory": (tmp / "folder.wav", [], "folder"),
+        "text": (tmp / "text.wav", [], "text.wav"),
+        "truncated": (tmp / "truncated.wav", [], "truncated.wav"),
+        "empty": (tmp / "empty.wav", [], "empty"),
+        "nan": (tmp / "nan.wav", [], "NaN"),
+        "window outside": (good, ["--start", "5"], "start"),
+        "window reversed": (good, ["--start", "0.8", "--end", "0.2"], "end"),
+        "unknown preset": (good, ["--emotion", "joyful"], "joyful"),
+        "person out of range": (good, ["--person", "24"], "person 24"),
+        "bad person weights": (good, ["--person-weights", "3:x"], "person-weights"),
+        "strength": (good, ["--emotion", "happy", "--emotion-strength", "2"], "strength"),
+        "missing output folder": (good, ["-o", str(tmp / "no" / "such" / "out.npy")], "no/such"),
+        "unknown output format": (good, ["-o", str(tmp / "out.mp4")], ".mp4"),
+    }
+
+
+def test_every_bad_input_is_one_clear_line(capsys, tmp_path, tiny_model_dir):
+    for name, (audio, extra, needle) in _bad_inputs(tmp_path).items():
+        out_args = [] if "-o" in extra else ["-o", str(tmp_path / "out.npy")]
+        code, out, err = run(capsys, "predict", str(audio), "--model", str(tiny_model_dir),
+                             *out_args, *extra)
+        assert code == 1, name
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("emotalk: error:"), (name, err)
+        assert needle in lines[0], (name, lines[0])
+        assert not (tmp_path / "out.npy").exists(), name
+        assert not list(tmp_path.glob(".out.npy*")), name  # no temporary leftovers
+
+
+def test_bad_model_folders(capsys, tmp_path, speech_wav):
+    code, _, err = run(capsys, "predict", str(speech_wav), "--model", str(tmp_path / "none"),
+                       "-o", str(tmp_path / "o.npy"))
+    assert code == 1 and "does not exist" in err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{")
+    code, _, err = run(capsys, "predict", str(speech_wav), "--model", str(tmp_path / "broken"),
+                       "-o", str(tmp_path / "o.npy"))
+    assert code == 1 and "corrupt" in err
+
+
+@pytest.mark.parametrize(("rate", "channels", "subtype", "ext"), [
+    (8000, 1, "PCM_U8", "wav"), (44100, 2, "PCM_24", "wav"), (192000, 6, "FLOAT", "wav"),
+    (22050, 1, None, "flac"), (48000, 2, None, "ogg"), (44100, 1, None, "mp3"),
+])  # fmt: skip
+def test_common_formats_and_rates_work(capsys, tmp_path, tiny_model_dir, rate, channels,
+                                       subtype, ext):
+    t = np.arange(int(1.5 * rate)) / rate
+    mono = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t))
+    data = np.repeat(mono[:, None], channels, axis=1).astype(np.float32)
+    path = tmp_path / f"clip.{ext}"
+    sf.write(path, data, rate, subtype=subtype)
+    code, _, err = run(capsys, "predict", str(path), "--model", str(tiny_model_dir),
+                       "-o", str(tmp_path / "o.npy"))
+    assert code == 0, err
+    assert abs(np.load(tmp_path / "o.npy").shape[0] - 45) <= 1  # MP3 may pad a few samples
+
+
+def test_console_script_exit_codes(tmp_path, tiny_model_dir, speech_wav):
+    exe = [sys.executable, "-m", "emotalk_core"]
+    ok = subprocess.run([*exe, "predict", str(speech_wav), "--model", str(tiny_model_dir), "-o",
+                         str(tmp_path / "c.csv")], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "c.csv").read_text().startswith("Timecode,BlendShapeCount,EyeBlinkLeft")
+    bad = subprocess.run([*exe, "predict", str(tmp_path / "nope.wav"), "--model",
+                          str(tiny_model_dir)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "nope.wav" in bad.stderr and "Traceback" not in bad.stderr

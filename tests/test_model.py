@@ -1,0 +1,182 @@
+"""The network's stages: channel order, frame counts, masks, decoder, padding equivalence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from emotalk_core import arkit
+from emotalk_core.config import DecoderConfig, ModelConfig
+from emotalk_core.errors import ModelError
+from emotalk_core.model import EmoTalk, frame_counts, level_weights, one_hot_weights
+from emotalk_core.model import decoder as decoder_module
+from emotalk_core.model import wav2vec2 as wav2vec2_module
+from emotalk_core.model.decoder import DecoderLayer
+from emotalk_core.model.masks import alibi_slopes, periodic_causal_bias
+
+from .conftest import speechlike
+
+
+def test_channel_order_is_emotalks():
+    assert len(arkit.CHANNELS) == 52
+    assert list(arkit.CHANNELS) == sorted(arkit.CHANNELS)
+    assert arkit.CHANNELS[8:10] == ("eyeBlinkLeft", "eyeBlinkRight")
+    assert arkit.CHANNELS[24] == "jawOpen"
+    assert arkit.CHANNELS[0] == "browDownLeft" and arkit.CHANNELS[51] == "tongueOut"
+    assert arkit.channel_index("JawOpen") == 24
+    assert arkit.channel_index("eyeBlink_R") == 9
+    assert arkit.channel_index("mouthRollLower") == arkit.INDEX["mouthRollLower"]
+    assert arkit.channel_index("notAChannel") is None
+
+
+@pytest.mark.parametrize(
+    ("samples", "frames"),
+    [(32000, 60), (52800, 99), (1, 1), (533, 1), (534, 2), (16000, 30), (16001, 31)],
+)
+def test_frame_count_formula(samples, frames):
+    assert int(frame_counts(torch.tensor([samples]))[0]) == frames
+
+
+def test_alibi_slopes_for_four_heads():
+    assert alibi_slopes(4).tolist() == [1 / 4, 1 / 16, 1 / 64, 1 / 256]
+
+
+def test_periodic_causal_bias_values():
+    slopes = alibi_slopes(4)
+    bias = periodic_causal_bias(slopes, 0, 70, 70, period=30)
+    for h, slope in enumerate(slopes.tolist()):
+        for i, j in [(0, 0), (29, 0), (30, 0), (69, 5), (65, 65)]:
+            assert bias[h, i, j].item() == pytest.approx(-slope * ((i - j) // 30))
+        assert torch.isinf(bias[h, 3, 4]) and bias[h, 3, 4] < 0
+    # A block of rows equals the same rows of the whole mask.
+    block = periodic_causal_bias(slopes, 40, 55, 55, period=30)
+    assert torch.equal(block, bias[:, 40:55, :55])
+
+
+def _reference_decoder_layer(ours: DecoderLayer, cfg: DecoderConfig) -> nn.TransformerDecoderLayer:
+    ref = nn.TransformerDecoderLayer(cfg.feature_dim, cfg.heads, cfg.ffn_size, cfg.dropout,
+                                     batch_first=True)
+    ref.load_state_dict(ours.state_dict())
+    return ref.eval()
+
+
+@pytest.mark.parametrize("budget", [1 << 22, 97])  # one block, and many small blocks
+def test_decoder_layer_matches_torch_with_full_masks(monkeypatch, budget):
+    monkeypatch.setattr(decoder_module, "_BIAS_BUDGET", budget)
+    torch.manual_seed(0)
+    cfg = DecoderConfig(feature_dim=64, heads=4, ffn_size=48)
+    ours = DecoderLayer(cfg).eval()
+    ref = _reference_decoder_layer(ours, cfg)
+    b, t = 2, 75
+    query, memory = torch.randn(b, t, 64), torch.randn(b, t, 64)
+    tgt_mask = periodic_causal_bias(alibi_slopes(4), 0, t, t, 30).repeat(b, 1, 1)
+    memory_mask = ~torch.eye(t, dtype=torch.bool)  # each frame sees its own memory frame only
+    with torch.no_grad():
+        expected = ref(query, memory, tgt_mask=tgt_mask, memory_mask=memory_mask)
+        got = ours(query, memory)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_is_causal():
+    torch.manual_seed(0)
+    layer = DecoderLayer(DecoderConfig(feature_dim=64, heads=4, ffn_size=48)).eval()
+    q, m = torch.randn(1, 40, 64), torch.randn(1, 40, 64)
+    q2, m2 = q.clone(), m.clone()
+    q2[:, 30:] += 5.0
+    m2[:, 30:] -= 3.0
+    with torch.no_grad():
+        a, b = layer(q, m), layer(q2, m2)
+    torch.testing.assert_close(a[:, :30], b[:, :30])
+    assert not torch.allclose(a[:, 30:], b[:, 30:])
+
+
+def _randomize_head(net: EmoTalk) -> EmoTalk:
+    torch.manual_seed(1)
+    nn.init.normal_(net.head.weight, std=0.5)
+    nn.init.normal_(net.head.bias, std=0.1)
+    return net.eval()
+
+
+def _batch(clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([c.shape[0] for c in clips])
+    audio = torch.zeros(len(clips), int(lengths.max()))
+    for i, c in enumerate(clips):
+        audio[i, : c.shape[0]] = c
+    return audio, lengths
+
+
+@pytest.mark.parametrize("kind", ["tiny_wav2vec2_config", "tiny_compact_config"])
+def test_clip_alone_equals_clip_in_padded_batch(kind, request):
+    torch.manual_seed(0)
+    net = _randomize_head(EmoTalk(request.getfixturevalue(kind)))
+    clips = [torch.from_numpy(speechlike(s, seed=i)) for i, s in enumerate((1.3, 2.2, 0.7))]
+    audio, lengths = _batch(clips)
+    level = level_weights(torch.tensor([1.0, 0.0, 0.5]))
+    person = one_hot_weights(torch.tensor([0, 5, 23]), 24)
+    with torch.no_grad():
+        batched, batched_logits = net(audio, lengths, level, person)
+        for i, clip in enumerate(clips):
+            alone, logits = net(clip[None], lengths[i : i + 1], level[i : i + 1],
+                                person[i : i + 1])
+            t = alone.shape[1]
+            torch.testing.assert_close(batched[i, :t], alone[0], atol=2e-5, rtol=1e-4)
+            assert torch.all(batched[i, t:] == 0)
+            torch.testing.assert_close(batched_logits[i], logits[0], atol=2e-5, rtol=1e-4)
+
+
+def test_blockwise_conv_front_end_is_exact(monkeypatch, tiny_wav2vec2_config):
+    torch.manual_seed(0)
+    net = EmoTalk(tiny_wav2vec2_config).eval()
+    audio = torch.from_numpy(speechlike(3.0))[None]
+    lengths = torch.tensor([audio.shape[1]])
+    with torch.no_grad():
+        whole = net.content_encoder.conv_features(audio, lengths)[0]
+        monkeypatch.setattr(wav2vec2_module, "_CONV_BLOCK_FRAMES", 7)
+        blocked = net.content_encoder.conv_features(audio, lengths)[0]
+    assert whole.shape == blocked.shape == (net.content_encoder.conv_frames(48000), 32)
+    torch.testing.assert_close(blocked, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_untrained_head_starts_at_the_neutral_face(tiny_compact_config):
+    net = EmoTalk(tiny_compact_config).eval()
+    audio = torch.from_numpy(speechlike(1.0))[None]
+    with torch.no_grad():
+        out, _ = net(audio, torch.tensor([16000]), level_weights(torch.tensor([1.0])),
+                     one_hot_weights(torch.tensor([0]), 24))
+    assert out.shape == (1, 30, 52)
+    assert torch.count_nonzero(out) == 0
+
+
+def test_training_forward_shapes_and_gradients(tiny_compact_config):
+    torch.manual_seed(0)
+    net = _randomize_head(EmoTalk(tiny_compact_config)).train()
+    a, la = _batch([torch.from_numpy(speechlike(1.0, 1)), torch.from_numpy(speechlike(0.8, 2))])
+    b, lb = _batch([torch.from_numpy(speechlike(1.1, 3)), torch.from_numpy(speechlike(0.9, 4))])
+    cross_frames, self_frames = torch.tensor([31, 24]), torch.tensor([30, 24])
+    out = net.training_forward(a, la, b, lb, cross_frames, self_frames,
+                               level_weights(torch.tensor([0.0, 1.0])),
+                               one_hot_weights(torch.tensor([1, 2]), 24))
+    assert out.cross.shape == (2, 31, 52) and out.self_.shape == (2, 30, 52)
+    assert out.emotion_logits.shape == (2, 3)
+    assert torch.all(out.cross[1, 24:] == 0) and torch.all(out.self_[1, 24:] == 0)
+    (out.cross.square().mean() + out.self_.square().mean() + out.emotion_logits.sum()).backward()
+    assert net.content_encoder.conv1.weight.grad is not None
+    assert net.emotion_encoder.classifier.out_proj.weight.grad is not None
+
+
+def test_config_round_trip_and_strictness(tiny_wav2vec2_config, tiny_compact_config):
+    for cfg in (tiny_wav2vec2_config, tiny_compact_config):
+        assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    data = tiny_compact_config.to_dict()
+    data["decoder"]["layerz"] = 2
+    with pytest.raises(ModelError, match="unknown keys: layerz"):
+        ModelConfig.from_dict(data)
+    data = tiny_compact_config.to_dict()
+    data["content_encoder"]["kind"] = "whisper"
+    with pytest.raises(ModelError, match="unknown kind 'whisper'"):
+        ModelConfig.from_dict(data)
+    data = tiny_compact_config.to_dict()
+    data["content_dim"] = 500
+    with pytest.raises(ModelError, match="must equal decoder.feature_dim"):
+        ModelConfig.from_dict(data)
