@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("serve", help="run the stdio backend (JSON-RPC on stdin/stdout)")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("presets", help="compute emotion presets from a labelled manifest")
     add_model_arguments(p)
     p.add_argument("--manifest", required=True, help="manifest.jsonl with emotion labels")
@@ -185,6 +188,12 @@ def cmd_presets(args: argparse.Namespace) -> int:
     names = compute_presets(args.model, args.manifest, split=args.split, device=args.device)
     print(f"stored {len(names)} presets in {args.model}: {', '.join(names)}")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    return serve()
 
 
 class ProgressBar:

@@ -155,3 +155,36 @@ def test_console_script_exit_codes(tmp_path, tiny_model_dir, speech_wav):
     bad = subprocess.run([*exe, "predict", str(tmp_path / "nope.wav"), "--model",
                           str(tiny_model_dir)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "nope.wav" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_presets_are_computed_from_a_labelled_manifest(capsys, tmp_path, tiny_model_dir):
+    import shutil
+
+    import torch
+
+    from emotalk_core.checkpoint import load_model
+    from emotalk_core.inference import Predictor
+    from emotalk_core.manifest import ManifestEntry, write_manifest
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    entries = []
+    for i, emotion in enumerate(["sad", "happy", "sad", "angry"]):
+        path = tmp_path / f"clip{i}.wav"
+        sf.write(path, speechlike(1.0 + 0.2 * i, seed=10 + i), 16000)
+        entries.append(ManifestEntry(clip_id=f"c{i}", audio=path, split="train", emotion=emotion))
+    entries.append(ManifestEntry(clip_id="v", audio=tmp_path / "clip0.wav", split="val",
+                                 emotion="calm"))
+    write_manifest(tmp_path / "manifest.jsonl", entries)
+    code, out, err = run(capsys, "presets", "--model", str(model), "--manifest",
+                         str(tmp_path / "manifest.jsonl"))
+    assert code == 0, err
+    loaded = load_model(model)
+    assert list(loaded.presets) == ["happy", "sad", "angry"]  # RAVDESS order, train split only
+    predictor = Predictor(loaded)
+    expected = (predictor.emotion_embedding(tmp_path / "clip0.wav")
+                + predictor.emotion_embedding(tmp_path / "clip2.wav")) / 2
+    torch.testing.assert_close(loaded.presets["sad"], expected, atol=1e-5, rtol=1e-5)
+    code, _, err = run(capsys, "presets", "--model", str(model), "--manifest",
+                       str(tmp_path / "manifest.jsonl"), "--split", "test")
+    assert code == 1 and "no emotion-labelled clips" in err
