@@ -87,6 +87,8 @@ class Controls:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Controls:
         """Controls from their JSON form (the stdio protocol's `controls`)."""
+        if data is not None and not isinstance(data, dict):
+            raise ControlError(f"controls must be an object, got {type(data).__name__}")
         data = dict(data or {})
         try:
             emotion = EmotionControl(**dict(data.pop("emotion", {}) or {}))
@@ -187,9 +189,11 @@ class Predictor:
         if not _finite_in(fps, 1.0, 1000.0):
             raise ControlError(f"fps must be within [1, 1000], got {fps}")
         run = _Run(progress, cancel)
+        # Cheap checks of the controls first, so a bad request fails before audio is read.
+        weights_level, weights_person = self._style(controls)
+        self._check_preset(controls.emotion)
         run.step("loading audio")
         samples = self._load(audio, sample_rate, start, end)
-        weights_level, weights_person = self._style(controls)
         target = self._emotion_target(controls.emotion)
         try:
             with torch.inference_mode(), run.hooks(self.model):
@@ -243,14 +247,17 @@ class Predictor:
         level = level_weights(torch.tensor([float(controls.level)]))
         return level.to(self.device), person.to(self.device)
 
+    def _check_preset(self, emotion: EmotionControl) -> None:
+        if emotion.source == "preset" and emotion.preset not in self.loaded.presets:
+            known = ", ".join(self.presets) or "none (compute them with `emotalk presets`)"
+            raise ControlError(f"unknown emotion preset {emotion.preset!r}; this model has: "
+                               f"{known}")
+
     def _emotion_target(self, emotion: EmotionControl) -> torch.Tensor | None:
         """Emotion features to blend towards: (1, T_ref, De) for a reference clip (interpolated to
         each window's length later), (1, 1, De) for a preset, None for the clip's own."""
         if emotion.source == "preset":
-            if emotion.preset not in self.loaded.presets:
-                known = ", ".join(self.presets) or "none (compute them with `emotalk presets`)"
-                raise ControlError(f"unknown emotion preset {emotion.preset!r}; this model has: "
-                                   f"{known}")
+            self._check_preset(emotion)
             return self.loaded.presets[emotion.preset].to(self.device)[None, None]
         if emotion.source == "reference":
             with torch.inference_mode():

@@ -1,0 +1,389 @@
+"""The stdio backend as a real process (`python -m emotalk_core serve`), spoken to through
+`protocol.Client` and through raw pipes (for messages no well-behaved client would send)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emotalk_core import __version__
+from emotalk_core import protocol as p
+from emotalk_core.arkit import CHANNELS
+
+from .conftest import speechlike
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE = [sys.executable, "-m", "emotalk_core", "serve"]
+TIMEOUT = 120  # generous: two shared CPU cores; a hang still fails
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def init_params(model) -> dict:
+    return {"protocolVersion": 1, "client": {"name": "pytest", "version": "0"},
+            "model": str(model), "device": "cpu"}
+
+
+class RawServer:
+    """The backend on raw pipes: every stdout line is checked to be a protocol message and
+    queued; stderr goes to a file so it can never block the server."""
+
+    def __init__(self, log_path: Path, command: list[str] = SERVE):
+        self.log = open(log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, env=child_env(), cwd=ROOT)
+        self.messages: queue.Queue[dict | None] = queue.Queue()
+        self.stray: list[bytes] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.messages.put(p.decode_message(line, p.MAX_RESULT_BYTES))
+            except p.ProtocolError:
+                self.stray.append(line)
+        self.messages.put(None)
+
+    def send(self, obj_or_line) -> None:
+        data = obj_or_line if isinstance(obj_or_line, bytes) else p.encode_message(obj_or_line)
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def until(self, id, timeout: float = TIMEOUT) -> tuple[dict, list[dict]]:
+        """The response to `id`, and every other message received before it."""
+        before = []
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert msg is not None, f"server ended before answering {id!r}"
+            if p.is_response(msg) and msg.get("id") == id:
+                return msg, before
+            before.append(msg)
+
+    def close(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+        return self.proc.wait()
+
+
+@pytest.fixture
+def raw(tmp_path):
+    server = RawServer(tmp_path / "raw.log")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model_dir, tmp_path_factory):
+    """One initialized backend shared by the module's tests (each start costs a torch import)."""
+    log = tmp_path_factory.mktemp("server") / "backend.log"
+    c = p.Client(SERVE, log_path=log, env=child_env(), cwd=ROOT)
+    c.initialize(tiny_model_dir, "cpu", client_name="pytest", timeout=TIMEOUT)
+    yield c
+    assert c.close(grace=20) == 0, c.log_tail()
+
+
+@pytest.fixture(scope="module")
+def long_wav(tmp_path_factory) -> Path:
+    """120 s of audio: the tiny model needs a few seconds, so a cancel lands mid-request."""
+    path = tmp_path_factory.mktemp("long") / "long.wav"
+    sf.write(path, speechlike(120.0, seed=5), 16000, subtype="PCM_16")
+    return path
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+def test_handshake(client, tiny_model_dir):
+    info = client.server_info
+    assert info["protocolVersion"] == 1
+    assert info["server"] == {"name": "emotalk", "version": __version__}
+    model = info["model"]
+    assert {k: model[k] for k in ("name", "kind", "fps", "persons", "emotions", "presets")} == {
+        "name": "tiny-compact", "kind": "compact", "fps": 30, "persons": 24,
+        "emotions": ["neutral", "happy", "sad"], "presets": ["neutral", "happy"]}
+    assert info["channels"] == list(CHANNELS) and len(info["channels"]) == 52
+
+
+def test_requests_before_initialize_fail_except_shutdown(raw):
+    raw.send(p.request(1, "animate", p.animate_params("x.wav")))
+    reply, _ = raw.until(1)
+    assert reply["error"]["code"] == p.MODEL_ERROR
+    assert "initialize" in reply["error"]["data"]["detail"]
+    raw.send(p.request(2, "no/such/method"))
+    assert raw.until(2)[0]["error"]["code"] == p.METHOD_NOT_FOUND
+    raw.send(p.request(3, "shutdown"))
+    assert raw.until(3)[0] == p.result(3, None)
+    raw.send(p.request(4, "initialize", {"protocolVersion": 1}))
+    assert raw.until(4)[0]["error"]["code"] == p.INVALID_REQUEST  # shutting down
+    raw.send(p.notification("exit"))
+    assert raw.proc.wait(20) == 0
+
+
+def test_end_of_input_exits_zero_quickly(raw):
+    raw.send(p.notification("no/such/notification"))  # ignored, no reply
+    t = time.monotonic()
+    raw.proc.stdin.close()
+    assert raw.proc.wait(20) == 0
+    assert time.monotonic() - t < 5
+    assert raw.messages.get(timeout=5) is None and not raw.stray
+
+
+def test_stdout_carries_protocol_lines_only(tmp_path):
+    """Stray prints and native writes to fd 1 during a request go to stderr."""
+    script = textwrap.dedent("""
+        import os, sys
+        from emotalk_core import server
+        def noisy(self, params, job):
+            print("a stray print")
+            os.write(1, b"a native write to fd 1\\n")
+            return None
+        server.Server.shutdown = noisy
+        sys.exit(server.serve())
+    """)
+    raw = RawServer(tmp_path / "noisy.log", [sys.executable, "-c", script])
+    raw.send(p.request(1, "shutdown"))
+    assert raw.until(1)[0] == p.result(1, None)
+    assert raw.close() == 0
+    assert not raw.stray
+    log = (tmp_path / "noisy.log").read_text()
+    assert "a stray print" in log and "a native write to fd 1" in log
+
+
+# -- animate --------------------------------------------------------------------------------------
+CONTROL_SETS = [
+    {},
+    {"emotion": {"source": "preset", "preset": "happy", "strength": 0.7}, "level": 0.5,
+     "person_weights": {"3": 0.5, "7": 0.5},
+     "postprocess": {"smooth": True, "blinks": True, "seed": 4, "clamp": False,
+                     "mouth_amplitude": 1.2}},
+    {"person": 5, "postprocess": None},
+]
+
+
+def test_animate_matches_the_predictor(client, tiny_model_dir, speech_wav):
+    from emotalk_core.inference import Controls, Predictor
+
+    predictor = Predictor(tiny_model_dir, device="cpu")
+    for controls in CONTROL_SETS:
+        params = p.animate_params(speech_wav, start=0.25, end=1.75, fps=24, controls=controls)
+        got = client.call("animate", params, timeout=TIMEOUT)
+        want = predictor.predict(speech_wav, start=0.25, end=1.75, fps=24,
+                                 controls=Controls.from_dict(controls))
+        assert got["frames"] == want.frames == 36 and got["fps"] == 24
+        assert got["encoding"] == "base64-f32le" and got["channels"] == list(CHANNELS)
+        values = np.frombuffer(p.values_bytes(got["values"], got["frames"], 52), "<f4")
+        np.testing.assert_allclose(values.reshape(-1, 52), want.values, atol=1e-6, rtol=0)
+        probs = got["emotion"]["probabilities"]
+        assert probs.keys() == want.emotion_probabilities.keys()
+        np.testing.assert_allclose(list(probs.values()),
+                                   list(want.emotion_probabilities.values()), atol=1e-6)
+    assert not np.allclose(values, 0.4)  # the network's output, not its bias
+
+
+def test_animate_reports_progress(client, speech_wav):
+    seen = []
+    client.call("animate", p.animate_params(speech_wav), on_progress=seen.append,
+                timeout=TIMEOUT)
+    assert seen, "no $/progress notification arrived"
+    assert all(0 <= s.done <= s.total for s in seen)
+
+
+def test_missing_audio_is_an_audio_error(client, tmp_path):
+    with pytest.raises(p.BackendError) as info:
+        client.call("animate", p.animate_params(tmp_path / "missing.wav"), timeout=TIMEOUT)
+    assert info.value.code == p.AUDIO_ERROR
+    assert "missing.wav" in info.value.message and info.value.detail
+
+
+def test_missing_model_is_a_model_error_and_keeps_the_loaded_one(client, tmp_path, speech_wav):
+    with pytest.raises(p.BackendError) as info:
+        client.call("initialize", init_params(tmp_path / "no-model"), timeout=TIMEOUT)
+    assert info.value.code == p.MODEL_ERROR and info.value.detail
+    assert client.call("animate", p.animate_params(speech_wav), timeout=TIMEOUT)["frames"] == 60
+
+
+@pytest.mark.parametrize("params, code", [
+    ({"audio": "x.wav"}, p.INVALID_PARAMS),
+    ({"audio": {"path": 5}}, p.INVALID_PARAMS),
+    ({"audio": {"path": "x.wav", "start": "0"}}, p.INVALID_PARAMS),
+    ({"audio": {"path": "x.wav"}, "fps": True}, p.INVALID_PARAMS),
+    ({"audio": {"path": "x.wav"}, "controls": [1]}, p.INVALID_PARAMS),
+    ({"audio": {"path": "x.wav"}, "controls": {"level": 2}}, p.INVALID_PARAMS),
+    ({"audio": {"path": "SPEECH"}, "controls": {"emotion": {"source": "preset",
+                                                            "preset": "nope"}}},
+     p.INVALID_PARAMS),
+    ({"audio": {"path": "x.wav"}, "controls": {"unknown_key": 1}}, p.INVALID_PARAMS),
+])
+def test_bad_animate_params(client, speech_wav, params, code):
+    if params["audio"] == {"path": "SPEECH"}:
+        params = dict(params, audio={"path": str(speech_wav)})
+    with pytest.raises(p.BackendError) as info:
+        client.call("animate", params, timeout=TIMEOUT)
+    assert info.value.code == code and info.value.detail
+
+
+def test_protocol_version_mismatch(client):
+    with pytest.raises(p.BackendError) as info:
+        client.call("initialize", {"protocolVersion": 2, "model": "default"}, timeout=TIMEOUT)
+    assert info.value.code == p.INVALID_PARAMS and "version" in info.value.message
+
+
+def test_cancel_mid_request_and_the_server_stays_usable(client, long_wav, speech_wav):
+    handle = client.start_call("animate", p.animate_params(long_wav, controls={
+        "postprocess": None}))
+    deadline = time.monotonic() + TIMEOUT
+    while not (handle.progress and handle.progress.done >= 1) and not handle.finished:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    handle.cancel()  # the network is running: its first layer has started
+    t = time.monotonic()
+    with pytest.raises(p.BackendError) as info:
+        handle.wait(timeout=TIMEOUT)
+    assert info.value.code == p.REQUEST_CANCELLED, "finished before the cancel landed"
+    assert time.monotonic() - t < 30
+    assert client.call("animate", p.animate_params(speech_wav), timeout=TIMEOUT)["frames"] == 60
+
+
+def test_cancel_of_a_queued_request(client, long_wav, speech_wav):
+    running = client.start_call("animate", p.animate_params(long_wav))
+    queued = client.start_call("animate", p.animate_params(speech_wav))
+    queued.cancel()
+    running.cancel()
+    for handle in (queued, running):
+        with pytest.raises(p.BackendError) as info:
+            handle.wait(timeout=TIMEOUT)
+        assert info.value.code == p.REQUEST_CANCELLED
+
+
+@pytest.mark.slow
+def test_progress_at_least_once_a_second_during_a_long_request(client, long_wav):
+    times = []
+    t0 = time.monotonic()
+    client.call("animate", p.animate_params(long_wav),
+                on_progress=lambda _: times.append(time.monotonic()), timeout=TIMEOUT)
+    t1 = time.monotonic()
+    gaps = np.diff([t0, *times, t1])
+    assert t1 - t0 > 1.5 and len(times) >= 3
+    assert gaps.max() < 1.0, f"longest silence {gaps.max():.2f} s"
+
+
+# -- robustness -----------------------------------------------------------------------------------
+def garbage_lines(rng: np.random.Generator) -> tuple[list[bytes], int]:
+    """1000 bad lines and how many of them must get an error reply (blank lines and
+    notifications get none)."""
+    good = [p.encode_message(p.request(i, "animate", p.animate_params("/tmp/x.wav")))
+            for i in range(10)]
+    bad_params = [
+        {"audio": 5}, {"audio": {"path": []}}, {"audio": {"path": "a", "start": "x"}},
+        {"audio": {"path": "a"}, "fps": "24"}, {"audio": {"path": "a"}, "controls": [1]},
+        {"audio": {"path": "a"}, "controls": {"level": "high"}},
+        {"audio": {"path": "a"}, "controls": {"person_weights": "3:1"}},
+        {"audio": {"path": "/nonexistent/clip.wav"}},
+    ]
+    lines, replies = [], 0
+    for i in range(999):
+        kind = i % 5
+        if kind == 0:
+            line = bytes(rng.integers(0, 256, rng.integers(1, 200), dtype=np.uint8))
+            line = line.replace(b"\n", b"")
+        elif kind == 1:
+            full = good[i % 10]
+            line = full[: rng.integers(1, len(full) - 1)]
+        elif kind == 2:
+            line = p.encode_message(p.request(10_000 + i, "animate", bad_params[i % 8]))[:-1]
+        elif kind == 3:
+            line = [b'{"jsonrpc":"2.0","id":1.5,"method":"animate"}', b"[]", b"null", b"1e400",
+                    b'{"jsonrpc":"2.0","method":7}', b'{"id":true}', b'"str"',
+                    p.encode_message(p.request(20_000 + i, "nope"))[:-1],
+                    p.encode_message(p.request(20_000 + i, "initialize",
+                                               {"protocolVersion": "1"}))[:-1],
+                    p.encode_message(p.request(20_000 + i, "animate", None))[:-1]][i // 5 % 10]
+        else:
+            line = p.encode_message(p.notification(["zz/unknown", "$/cancelRequest"][i % 2],
+                                                   {"id": [i]}))[:-1]
+            lines.append(line + b"\n")
+            continue
+        lines.append(line + b"\n")
+        replies += bool(line.strip())
+    lines.append(b'{"jsonrpc":"2.0","id":7,"params":"' + b"a" * (p.MAX_MESSAGE_BYTES + 10)
+                 + b'"}\n')
+    return lines, replies + 1
+
+
+@pytest.mark.slow
+def test_garbage_never_kills_the_server(tmp_path, tiny_model_dir, speech_wav):
+    raw = RawServer(tmp_path / "garbage.log")
+    raw.send(p.request("init", "initialize", init_params(tiny_model_dir)))
+    assert "result" in raw.until("init")[0]
+    lines, expected = garbage_lines(np.random.default_rng(0))
+    assert len(lines) == 1000
+    writer = threading.Thread(target=lambda: [raw.send(line) for line in lines])
+    writer.start()
+    writer.join(TIMEOUT)
+    raw.send(p.request("after", "animate", p.animate_params(speech_wav)))
+    after, before = raw.until("after")
+    errors = [m for m in before if p.is_response(m)]
+    assert all("error" in m for m in errors)
+    assert len(errors) == expected
+    codes = {m["error"]["code"] for m in errors}
+    assert codes <= {p.PARSE_ERROR, p.INVALID_REQUEST, p.METHOD_NOT_FOUND, p.INVALID_PARAMS,
+                     p.AUDIO_ERROR}, codes
+    assert {p.PARSE_ERROR, p.INVALID_REQUEST, p.INVALID_PARAMS} <= codes
+    assert after["result"]["frames"] == 60 and not raw.stray
+    t = time.monotonic()
+    assert raw.close() == 0 and time.monotonic() - t < 10  # end of input, with torch loaded
+
+
+@pytest.mark.slow
+def test_shutdown_and_exit_with_a_model_loaded(tmp_path, tiny_model_dir):
+    raw = RawServer(tmp_path / "exit.log")
+    raw.send(p.request(1, "initialize", init_params(tiny_model_dir)))
+    assert "result" in raw.until(1)[0]
+    raw.send(p.request(2, "shutdown"))
+    assert raw.until(2)[0] == p.result(2, None)
+    raw.send(p.notification("exit"))
+    assert raw.proc.wait(20) == 0
+    raw.close()
+
+
+def test_client_sees_a_killed_backend():
+    """Calls to a killed backend fail at once, naming its exit status (no hang)."""
+    c = p.Client(SERVE, env=child_env(), cwd=ROOT)
+    try:
+        handle = c.start_call("shutdown")
+        handle.wait(timeout=TIMEOUT)
+        c.process.kill()
+        with pytest.raises(p.BackendError) as info:
+            c.call("animate", p.animate_params("x.wav"), timeout=TIMEOUT)
+        assert info.value.code == p.BACKEND_STOPPED and "exit status" in info.value.message
+    finally:
+        c.close()
+
+
+def test_json_of_the_docs_examples_is_valid():
+    """docs/protocol.md examples are single JSON lines a client could send or receive."""
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    examples = [line for line in text.splitlines() if line.startswith('{"jsonrpc"')]
+    assert len(examples) >= 8
+    for line in examples:
+        p.decode_message(line.encode())
+        json.loads(line)
