@@ -31,8 +31,6 @@ from .postprocess import PostProcess, apply, resample
 ProgressCallback = Callable[[int, int, str], None]
 CancelCheck = Callable[[], bool]
 EMOTION_SOURCES = ("audio", "reference", "preset")
-MAX_ONE_PASS_FRAMES = 5000
-CHUNK_OVERLAP_FRAMES = 300  # 10 s of shared context between neighbouring windows
 
 
 # -- controls -------------------------------------------------------------------------------------
@@ -132,16 +130,20 @@ class Predictor:
         self,
         model: str | os.PathLike | LoadedModel | None = "default",
         device: str = "auto",
-        max_one_pass_frames: int = MAX_ONE_PASS_FRAMES,
-        chunk_overlap_frames: int = CHUNK_OVERLAP_FRAMES,
+        max_one_pass_frames: int | None = None,
+        chunk_overlap_frames: int | None = None,
     ):
+        """`max_one_pass_frames` / `chunk_overlap_frames` override the model's own window
+        settings (`ModelConfig.window_frames` / `window_overlap_frames`)."""
         self.device = resolve_device(device)
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
         self.loaded.model.to(self.device).eval()
-        if max_one_pass_frames <= 2 * chunk_overlap_frames:
+        config = self.loaded.model.config
+        self.max_one_pass_frames = max_one_pass_frames or config.window_frames
+        self.chunk_overlap_frames = (config.window_overlap_frames if chunk_overlap_frames is None
+                                     else chunk_overlap_frames)
+        if self.max_one_pass_frames <= 2 * self.chunk_overlap_frames:
             raise ControlError("max_one_pass_frames must exceed twice the chunk overlap")
-        self.max_one_pass_frames = max_one_pass_frames
-        self.chunk_overlap_frames = chunk_overlap_frames
 
     @property
     def model(self) -> EmoTalk:

@@ -1,0 +1,146 @@
+"""The ONE place that writes shape-key curves.
+
+Keys go into the action of the shape-key datablock (`mesh.shape_keys`). For each mapped channel
+the keys inside the baked frame ranges are replaced; every other key of that curve keeps all its
+attributes (handles, interpolation, easing, type, selection), and other curves are untouched.
+Writing is in bulk: `keyframe_points.add(n)` + `foreach_set`, one `fcurve.update()` per curve.
+
+Blender API differences handled here: slotted actions with channelbag F-curves (4.4+, the only
+way in 5.0, where `Action.fcurves` is gone) and plain `action.fcurves` (4.2, 4.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import bpy
+import numpy as np
+
+GROUP = "EmoTalk"
+
+# Keyframe attributes as (name, values per key, dtype) for foreach_get / foreach_set; enums are
+# read and written as their integer values.
+_ATTRS: tuple[tuple[str, int, type], ...] = (
+    ("co", 2, np.float32), ("handle_left", 2, np.float32), ("handle_right", 2, np.float32),
+    ("interpolation", 1, np.int32), ("handle_left_type", 1, np.int32),
+    ("handle_right_type", 1, np.int32), ("easing", 1, np.int32), ("type", 1, np.int32),
+    ("back", 1, np.float32), ("amplitude", 1, np.float32), ("period", 1, np.float32),
+    ("select_control_point", 1, bool), ("select_left_handle", 1, bool),
+    ("select_right_handle", 1, bool),
+)  # fmt: skip
+
+
+def _enum_value(prop: str, identifier: str) -> int:
+    return bpy.types.Keyframe.bl_rna.properties[prop].enum_items[identifier].value
+
+
+def data_path(shape_key_name: str) -> str:
+    return f'key_blocks["{bpy.utils.escape_identifier(shape_key_name)}"].value'
+
+
+def ensure_fcurves(key: bpy.types.Key):
+    """The F-curve collection that animates `key`, creating action, slot and channelbag as
+    needed; an existing action (and its other curves) is reused."""
+    anim = key.animation_data or key.animation_data_create()
+    if anim.action is None:
+        anim.action = bpy.data.actions.new(f"{key.name}Action")
+    action = anim.action
+    if not hasattr(anim, "action_slot"):  # before 4.4: one flat list of curves per action
+        return action.fcurves
+    if anim.action_slot is None:
+        slot = next(iter(getattr(anim, "action_suitable_slots", ()) or ()), None)
+        anim.action_slot = slot or action.slots.new(id_type="KEY", name=key.name)
+    return _channelbag(action, anim.action_slot).fcurves
+
+
+def _channelbag(action: bpy.types.Action, slot):
+    try:
+        from bpy_extras.anim_utils import action_ensure_channelbag_for_slot
+    except ImportError:  # 4.4 has the layered API without this helper
+        layer = action.layers[0] if action.layers else action.layers.new("Layer")
+        strip = layer.strips[0] if layer.strips else layer.strips.new(type="KEYFRAME")
+        return strip.channelbag(slot, ensure=True)
+    return action_ensure_channelbag_for_slot(action, slot)
+
+
+def _find_or_new(fcurves, path: str):
+    """The curve for `path`; new ones go into the "EmoTalk" group (the keyword differs:
+    `group_name` on channelbags, `action_group` on legacy actions)."""
+    curve = fcurves.find(path)
+    if curve is not None:
+        return curve
+    for group in ({"group_name": GROUP}, {"action_group": GROUP}, {}):
+        try:
+            return fcurves.new(path, index=0, **group)
+        except TypeError:
+            continue
+    raise RuntimeError(f"cannot create an F-curve for {path}")
+
+
+def _read(points, count: int) -> dict[str, np.ndarray]:
+    data = {}
+    for name, width, dtype in _ATTRS:
+        flat = np.zeros(count * width, dtype=dtype)
+        points.foreach_get(name, flat)
+        data[name] = flat.reshape(count, width)
+    return data
+
+
+def _write(points, data: dict[str, np.ndarray]) -> None:
+    for name, _, _ in _ATTRS:
+        points.foreach_set(name, data[name].ravel())
+
+
+def replace_keys(fcurve, frames: np.ndarray, values: np.ndarray,
+                 spans: Sequence[tuple[int, int]]) -> None:
+    """Put keys (frames[i], values[i]) on `fcurve`, dropping only its keys inside `spans`
+    (half-open frame ranges). Kept keys keep every attribute; new keys are linear."""
+    points = fcurve.keyframe_points
+    old = _read(points, len(points)) if len(points) else None
+    keep = None
+    if old is not None:
+        x = old["co"][:, 0]
+        inside = np.zeros(x.shape[0], dtype=bool)
+        for lo, hi in spans:
+            inside |= (x >= lo) & (x < hi)
+        keep = ~inside
+        points.clear()
+    total = len(frames) + (int(keep.sum()) if keep is not None else 0)
+    points.add(total)
+    fresh = _read(points, total)  # Blender's defaults for new keys
+    new = {name: fresh[name][: len(frames)].copy() for name, _, _ in _ATTRS}
+    co = np.stack([frames, values], axis=1).astype(np.float32)
+    new["co"], new["handle_left"], new["handle_right"] = co, co.copy(), co.copy()
+    new["interpolation"][:] = _enum_value("interpolation", "LINEAR")
+    merged = new
+    if keep is not None and keep.any():
+        merged = {k: np.concatenate([old[k][keep], new[k]]) for k in new}
+    order = np.argsort(merged["co"][:, 0], kind="stable")
+    _write(points, {k: v[order] for k, v in merged.items()})
+    fcurve.update()
+
+
+def write_shape_key_curves(
+    key: bpy.types.Key,
+    by_key: dict[str, int],
+    blocks: Sequence[tuple[int, np.ndarray]],
+) -> int:
+    """Key every mapped shape key from `blocks` = [(first frame, (n, 52) values), ...].
+
+    Returns the number of keyframes written. Shape keys not in `by_key` and frames outside the
+    blocks are not touched.
+    """
+    if not blocks:
+        return 0
+    spans = [(first, first + values.shape[0]) for first, values in blocks]
+    frames = np.concatenate([first + np.arange(v.shape[0], dtype=np.float32)
+                             for first, v in blocks])
+    fcurves = ensure_fcurves(key)
+    written = 0
+    for name, channel in by_key.items():
+        if name not in key.key_blocks:
+            continue
+        column = np.concatenate([v[:, channel] for _, v in blocks]).astype(np.float32)
+        replace_keys(_find_or_new(fcurves, data_path(name)), frames, column, spans)
+        written += column.shape[0]
+    return written

@@ -1,0 +1,416 @@
+"""The add-on's side of the backend: which Python and model to run, one backend per Blender
+session, and a bake job that turns audio windows into curves at the scene's frame rate.
+
+bpy-free (numpy and the standard library only) so it is tested without Blender, against a real
+server. The wire protocol is `protocol.Client`, a verbatim copy of `emotalk_core/protocol.py` that
+`build_addon.py` places next to this file.
+
+One state machine (`BakeJob.poll`) serves both callers: Blender's modal timer polls it, and the
+synchronous path (`bpy.app.background`, scripts) loops over the same `poll`, so both behave the
+same way. A job collects every strip's curves before it reports success; a failure or a cancel
+leaves nothing half-done for the caller to write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:  # the installed extension carries verbatim copies of these two modules
+    from . import arkit, protocol
+except ImportError:  # running from the source tree: the originals
+    from emotalk_core import arkit, protocol
+
+from .timing import resample
+
+ENV_PYTHON = "EMOTALK_PYTHON"
+ENV_MODEL = "EMOTALK_MODEL"
+CLIENT_NAME = "emotalk-blender"
+BUILD_INFO = "build_info.json"  # written into the zip by build_addon.py
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class BakeError(Exception):
+    """A problem the animator must see, phrased for them; raised once, reported once."""
+
+
+class BakeCancelled(BakeError):
+    """The animator cancelled; nothing was written."""
+
+
+# -- what to run ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BackendSettings:
+    """Resolved interpreter, model and device: a backend is reused only for equal settings."""
+
+    python: str
+    model: str
+    device: str = "auto"
+
+
+def addon_version() -> str:
+    """The version build_addon.py recorded (emotalk_core.__version__ at build time)."""
+    return str(_build_info().get("version", "dev"))
+
+
+def _build_info() -> dict[str, Any]:
+    path = Path(__file__).with_name(BUILD_INFO)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def venv_python(repo: Path) -> Path:
+    """The interpreter of `repo`/.venv on this platform."""
+    if os.name == "nt":
+        return repo / ".venv" / "Scripts" / "python.exe"
+    return repo / ".venv" / "bin" / "python"
+
+
+def repo_candidates() -> list[Path]:
+    """Repositories whose .venv may hold emotalk_core: the source tree the add-on runs from,
+    then the one it was built from (recorded in the zip; absent on other machines)."""
+    here = Path(__file__).resolve().parent
+    found = [here.parent]
+    built_from = _build_info().get("source_repo")
+    if built_from:
+        found.append(Path(built_from))
+    return found
+
+
+def resolve_python(preference: str = "") -> str:
+    """EMOTALK_PYTHON, else the preference, else a repository's .venv, else sys.executable.
+
+    sys.executable is last because inside real Blender it is Blender's own Python, which has
+    no torch; it is right only for the bpy module installed into emotalk_core's environment.
+    """
+    chosen = os.environ.get(ENV_PYTHON, "").strip() or (preference or "").strip()
+    if chosen:
+        return os.path.expanduser(chosen)
+    for repo in repo_candidates():
+        candidate = venv_python(repo)
+        if candidate.is_file():
+            return str(candidate)
+    return sys.executable
+
+
+def resolve_model(preference: str = "") -> str:
+    """EMOTALK_MODEL, else the preference, else the packaged default model."""
+    chosen = os.environ.get(ENV_MODEL, "").strip() or (preference or "").strip()
+    return os.path.expanduser(chosen) if chosen else "default"
+
+
+def resolve_settings(python: str = "", model: str = "", device: str = "auto") -> BackendSettings:
+    return BackendSettings(resolve_python(python), resolve_model(model),
+                           device if device in DEVICES else "auto")
+
+
+def default_log_path() -> Path:
+    """Where the backend's stderr goes: quoted in error messages so a user can send it."""
+    folder = Path(tempfile.gettempdir()) / "emotalk"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"backend-{os.getpid()}.log"
+
+
+# -- controls -------------------------------------------------------------------------------------
+def controls_dict(
+    *,
+    emotion_source: str = "audio",
+    preset: str | None = None,
+    reference: str | None = None,
+    strength: float = 1.0,
+    level: float = 1.0,
+    person: int = 0,
+    second_person: int | None = None,
+    person_mix: float = 0.5,
+    smooth: bool = True,
+    blinks: bool = True,
+    seed: int = 0,
+    clamp: bool = True,
+    mouth_amplitude: float = 1.0,
+) -> dict[str, Any]:
+    """The protocol's `controls`. Defaults equal `emotalk predict`'s, so a bake with an
+    untouched panel gives the same curves as the command line. `person_mix` is the second
+    person's share of a convex mix."""
+    emotion: dict[str, Any] = {"source": emotion_source, "strength": float(strength)}
+    if emotion_source == "preset":
+        emotion["preset"] = preset
+    if emotion_source == "reference":
+        emotion["reference"] = reference
+    controls: dict[str, Any] = {
+        "emotion": emotion, "level": float(level), "person": int(person),
+        "postprocess": {"smooth": bool(smooth), "blinks": bool(blinks), "seed": int(seed),
+                        "clamp": bool(clamp), "mouth_amplitude": float(mouth_amplitude)},
+    }
+    mix = float(person_mix)
+    if second_person is not None and second_person != person and mix > 0.0:
+        weights = {str(person): 1.0 - mix, str(second_person): mix}
+        controls["person_weights"] = {k: w for k, w in weights.items() if w > 0.0}
+    return controls
+
+
+# -- one backend process --------------------------------------------------------------------------
+class Backend:
+    """A running `python -m emotalk_core serve` and what it reported at `initialize`."""
+
+    def __init__(self, settings: BackendSettings, log_path: str | os.PathLike | None = None):
+        self.settings = settings
+        self.log_path = Path(log_path) if log_path else default_log_path()
+        _check_interpreter(settings.python)
+        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        env.pop("PYTHONHOME", None)  # Blender's, if set, would break another interpreter
+        try:
+            self.client = protocol.Client(python=settings.python, log_path=self.log_path,
+                                          env=env)
+        except protocol.BackendError as exc:  # the interpreter exists but cannot run
+            raise BakeError(f"cannot start the backend with {settings.python}: {exc}") from exc
+        self.info: dict[str, Any] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.client.alive
+
+    def initialize_params(self) -> dict[str, Any]:
+        return {"protocolVersion": protocol.PROTOCOL_VERSION,
+                "client": {"name": CLIENT_NAME, "version": addon_version()},
+                "model": self.settings.model, "device": self.settings.device}
+
+    def initialize(self, timeout: float | None = None) -> dict[str, Any]:
+        """Blocking initialize (the preferences' "Check backend")."""
+        call = self.client.start_call(protocol.METHOD_INITIALIZE, self.initialize_params())
+        try:
+            self.info = call.wait(timeout)
+        except protocol.BackendError as exc:
+            raise BakeError(describe_error(exc, self)) from exc
+        return self.info
+
+    @property
+    def model_fps(self) -> float:
+        return float(((self.info or {}).get("model") or {}).get("fps") or 30.0)
+
+    def close(self) -> None:
+        self.client.close(grace=2.0)
+
+
+def _check_interpreter(python: str) -> None:
+    path = Path(python)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise BakeError(f"backend Python not found or not executable: {python}. Set it in "
+                        f"Preferences > Add-ons > EmoTalk, or with {ENV_PYTHON}")
+
+
+def describe_error(exc: protocol.ProtocolError, backend: Backend | None, label: str = "") -> str:
+    """One sentence for the animator: the message, what to do, and for a dead backend the cause
+    found in its log (most often an interpreter without emotalk_core)."""
+    where = f"{label}: " if label else ""
+    if exc.code == protocol.BACKEND_STOPPED and backend is not None:
+        tail = backend.client.log_tail()
+        python = backend.settings.python
+        if "No module named emotalk_core" in tail or "No module named 'emotalk_core'" in tail:
+            return (f"the backend Python {python} has no emotalk_core; install the package into "
+                    f"it (pip install -e <repo>) or choose another interpreter in the add-on "
+                    f"preferences or {ENV_PYTHON}")
+        last = tail.strip().splitlines()[-1] if tail.strip() else ""
+        hint = f" Last log line: {last}" if last else ""
+        return (f"{where}the EmoTalk backend stopped; nothing was written, and the next run "
+                f"starts a fresh backend. Log: {backend.log_path}.{hint}")
+    detail = f" ({exc.detail})" if exc.detail and exc.detail != exc.message else ""
+    return f"{where}{exc.message}{detail}"
+
+
+class Session:
+    """Keeps one backend per Blender session: started on first use, reused while its settings
+    stay the same and it is alive, replaced by a fresh one after a crash or a settings change."""
+
+    def __init__(self) -> None:
+        self.backend: Backend | None = None
+
+    def ensure(self, settings: BackendSettings, log_path: str | None = None) -> Backend:
+        current = self.backend
+        if current is not None and current.settings == settings and current.alive:
+            return current
+        self.close()
+        self.backend = Backend(settings, log_path)
+        return self.backend
+
+    def close(self) -> None:
+        if self.backend is not None:
+            backend, self.backend = self.backend, None
+            backend.close()
+
+
+SESSION = Session()
+
+
+# -- a bake job -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnimateRequest:
+    """One strip's window: seconds of `path`, and the scene frames its keys fill."""
+
+    label: str
+    path: str
+    start: float
+    end: float | None
+    frame_count: int
+    scene_fps: float
+
+
+@dataclass
+class Curves:
+    """One strip's result: (frame_count, 52) values at the scene's rate, in arkit.CHANNELS order."""
+
+    request: AnimateRequest
+    values: np.ndarray
+    emotion: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    finished: bool
+    fraction: float
+    message: str
+
+
+class BakeJob:
+    """Initialize (if needed), then one `animate` per request, in order. Poll it; when finished,
+    `results` holds every request's curves, or `error` says why there are none."""
+
+    def __init__(self, backend: Backend, requests: Sequence[AnimateRequest],
+                 controls: dict[str, Any]):
+        if not requests:
+            raise BakeError("no audio to animate")
+        self.backend = backend
+        self.requests = list(requests)
+        self.controls = controls
+        self.results: list[Curves] = []
+        self.error: BakeError | None = None
+        self.finished = False
+        self._call: protocol.Call | None = None
+        self._initializing = False
+        self._message = "starting the backend"
+
+    # -- driving --------------------------------------------------------------------------------
+    def poll(self) -> JobStatus:
+        """Advance without blocking. Never raises: a failure lands in `error`."""
+        if not self.finished:
+            try:
+                self._advance()
+            except BakeError as exc:
+                self._fail(exc)
+        return JobStatus(self.finished, self.fraction, self._message)
+
+    def run(self, on_progress: Callable[[JobStatus], None] | None = None,
+            interval: float = 0.05) -> list[Curves]:
+        """Blocking: the synchronous path (background Blender, scripts). Raises BakeError."""
+        while True:
+            status = self.poll()
+            if on_progress is not None:
+                on_progress(status)
+            if status.finished:
+                break
+            time.sleep(interval)
+        if self.error is not None:
+            raise self.error
+        return self.results
+
+    def cancel(self) -> None:
+        """Stop now: the backend is asked to drop the running request; nothing is returned."""
+        if self._call is not None:
+            self._call.cancel()
+        if self.error is None:  # even a finished job: a cancel means nothing is written
+            self._fail(BakeCancelled("cancelled; nothing was written"))
+
+    @property
+    def fraction(self) -> float:
+        done = len(self.results)
+        inner = 0.0
+        if self._call is not None and not self._initializing:
+            progress = self._call.poll().progress
+            inner = progress.fraction if progress is not None else 0.0
+        if self.finished and self.error is None:
+            return 1.0
+        return min(1.0, (done + inner) / len(self.requests))
+
+    # -- internals ------------------------------------------------------------------------------
+    def _fail(self, exc: BakeError) -> None:
+        self.error, self.results, self.finished, self._call = exc, [], True, None
+
+    def _advance(self) -> None:
+        if self._call is None:
+            self._start_next()
+            return
+        status = self._call.poll()
+        if not status.finished:
+            if status.progress is not None and status.progress.message and not self._initializing:
+                self._message = f"{self._current.label}: {status.progress.message}"
+            return
+        label = "" if self._initializing else self._current.label
+        if status.error is not None:
+            raise BakeError(describe_error(status.error, self.backend, label))
+        self._call = None
+        if self._initializing:
+            self._initializing = False
+            self.backend.info = status.result
+        else:
+            self.results.append(self._decode(self._current, status.result))
+        if len(self.results) == len(self.requests):
+            self.finished = True
+            self._message = "done"
+        else:
+            self._start_next()
+
+    @property
+    def _current(self) -> AnimateRequest:
+        return self.requests[len(self.results)]
+
+    def _start_next(self) -> None:
+        client = self.backend.client
+        if self.backend.info is None:
+            self._initializing = True
+            self._message = f"loading the model ({self.backend.settings.model})"
+            self._call = client.start_call(protocol.METHOD_INITIALIZE,
+                                           self.backend.initialize_params())
+            return
+        req = self._current
+        self._message = f"{req.label}: starting"
+        params = protocol.animate_params(req.path, req.start, req.end, self.backend.model_fps,
+                                         self.controls)
+        self._call = client.start_call(protocol.METHOD_ANIMATE, params)
+
+    def _decode(self, req: AnimateRequest, result: Any) -> Curves:
+        try:
+            values = decode_result(result)
+            rate = float(result["fps"])
+        except (KeyError, TypeError, ValueError, protocol.ProtocolError) as exc:
+            raise BakeError(f"{req.label}: the backend sent an unreadable result ({exc})") from exc
+        if values.shape[0] == 0:
+            raise BakeError(f"{req.label}: the backend returned no frames for this strip")
+        curves = resample(values, rate, req.scene_fps, req.frame_count)
+        probabilities = ((result.get("emotion") or {}).get("probabilities")) or {}
+        return Curves(req, curves, {str(k): float(v) for k, v in probabilities.items()})
+
+
+def decode_result(result: dict[str, Any]) -> np.ndarray:
+    """(frames, 52) float32 in arkit.CHANNELS order, whatever order the backend sent: curves
+    are always exchanged by name."""
+    if result.get("encoding") != protocol.ENCODING_F32LE:
+        raise ValueError(f"unknown encoding {result.get('encoding')!r}")
+    names = list(result["channels"])
+    frames = int(result["frames"])
+    raw = protocol.values_bytes(result["values"], frames, len(names))
+    values = np.frombuffer(raw, dtype="<f4").reshape(frames, len(names))
+    position = {name: i for i, name in enumerate(names)}
+    missing = [name for name in arkit.CHANNELS if name not in position]
+    if missing:
+        raise ValueError(f"channels missing from the result: {', '.join(missing)}")
+    return np.ascontiguousarray(values[:, [position[n] for n in arkit.CHANNELS]], dtype=np.float32)

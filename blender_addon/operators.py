@@ -1,0 +1,371 @@
+"""Operators: Animate from audio (modal in the UI, synchronous in background), Cancel, Add audio
+file, per-object channel overrides, and the preferences' Check backend.
+
+The bake collects every strip's curves first and writes them only when all succeeded, so a
+failure or a cancel leaves the scene as it was. Errors are `BakeError`s raised where they are
+found and reported once, here, with `self.report`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import bpy
+from bpy.props import IntProperty, StringProperty
+
+from . import anim, backend, preferences, properties, strips
+from .backend import AnimateRequest, BakeCancelled, BakeError, BakeJob, Curves
+from .mapping import ChannelMapping, build_mapping
+from .timing import AudioWindow, TimingError, audible_window, check_overlaps, scene_fps
+
+TIMER_SECONDS = 0.1
+
+
+# -- what a bake needs ----------------------------------------------------------------------------
+def target_object(context: bpy.types.Context) -> bpy.types.Object | None:
+    obj = context.active_object
+    return obj if obj is not None and obj.type == "MESH" else None
+
+
+def shape_key_names(obj: bpy.types.Object) -> list[str]:
+    """The object's shape keys except the reference ("Basis") key."""
+    key = obj.data.shape_keys
+    if key is None:
+        return []
+    reference = key.reference_key.name if key.reference_key else None
+    return [block.name for block in key.key_blocks if block.name != reference]
+
+
+def object_mapping(obj: bpy.types.Object) -> ChannelMapping:
+    return build_mapping(shape_key_names(obj), properties.overrides_of(obj))
+
+
+def unavailable_reason(context: bpy.types.Context) -> str | None:
+    """Why Animate is disabled, in the words the button shows; None when it can run."""
+    run = getattr(context.window_manager, "emotalk_run", None)
+    if run is not None and run.running:
+        return "A bake is running; cancel it or wait"
+    obj = context.active_object
+    if obj is None:
+        return "Select a mesh with ARKit-style shape keys (no active object)"
+    if obj.type != "MESH":
+        return f"The active object '{obj.name}' is not a mesh"
+    if not shape_key_names(obj):
+        return f"'{obj.name}' has no shape keys"
+    if not object_mapping(obj):
+        return f"None of the shape keys of '{obj.name}' match an ARKit channel (add overrides)"
+    if context.scene is None or not strips.selected_sound_strips(context.scene):
+        return "Select one or more sound strips in the sequencer, or add an audio file"
+    return None
+
+
+@dataclass
+class Plan:
+    """Everything a bake needs, checked before any backend work starts."""
+
+    obj: bpy.types.Object
+    key: bpy.types.Key
+    mapping: ChannelMapping
+    requests: list[AnimateRequest]
+    windows: list[AudioWindow]
+    controls: dict
+    temp_dir: str
+
+
+def make_plan(context: bpy.types.Context) -> Plan:
+    reason = unavailable_reason(context)
+    if reason:
+        raise BakeError(reason)
+    obj, scene = target_object(context), context.scene
+    rate = scene_fps(scene.render.fps, scene.render.fps_base)
+    settings = scene.emotalk
+    if settings.emotion_source == "reference":
+        ref = bpy.path.abspath(settings.reference) if settings.reference else ""
+        if not ref or not os.path.isfile(ref):
+            raise BakeError(f"reference clip not found: {ref or '(none chosen)'}")
+    temp_dir = strips.make_temp_dir()
+    try:
+        requests, windows = _strip_requests(scene, rate, temp_dir)
+    except BaseException:
+        strips.remove_temp_dir(temp_dir)
+        raise
+    return Plan(obj, obj.data.shape_keys, object_mapping(obj), requests, windows,
+                properties.controls_from(settings), temp_dir)
+
+
+def _strip_requests(scene, rate: float, temp_dir: str):
+    requests, windows, names = [], [], []
+    for strip in strips.selected_sound_strips(scene):
+        names.append(strip.name)
+        strips.check_speed(strip)
+        path = strips.audio_file(strip, temp_dir)
+        try:
+            window = audible_window(strips.strip_timing(strip, path), rate)
+        except TimingError as exc:
+            raise BakeError(str(exc)) from exc
+        windows.append(window)
+        requests.append(AnimateRequest(f"strip '{strip.name}'", path, window.start, window.end,
+                                       window.frame_count, rate))
+    try:
+        check_overlaps(list(zip(names, windows, strict=True)))
+    except TimingError as exc:
+        raise BakeError(str(exc)) from exc
+    return requests, windows
+
+
+def start_job(plan: Plan) -> BakeJob:
+    session_backend = backend.SESSION.ensure(preferences.settings())
+    return BakeJob(session_backend, plan.requests, plan.controls)
+
+
+def write_results(plan: Plan, results: list[Curves]) -> str:
+    """Write every strip's keys (the only write of a bake); returns the summary to report."""
+    try:
+        key = plan.obj.data.shape_keys
+    except ReferenceError as exc:
+        raise BakeError("the target object was deleted during the bake; nothing was written") \
+            from exc
+    if key is None:
+        raise BakeError(f"'{plan.obj.name}' lost its shape keys during the bake")
+    blocks = [(w.first_frame, c.values) for w, c in zip(plan.windows, results, strict=True)]
+    anim.write_shape_key_curves(key, plan.mapping.by_key, blocks)
+    spans = ", ".join(f"{w.first_frame}-{w.last_frame}" for w in plan.windows)
+    return (f"EmoTalk: animated {len(plan.mapping.by_key)} shape keys of '{plan.obj.name}' "
+            f"({plan.mapping.matched_count}/52 channels) on frames {spans}{_emotion(results)}")
+
+
+def _emotion(results: list[Curves]) -> str:
+    if not results or not results[0].emotion:
+        return ""
+    label, p = max(results[0].emotion.items(), key=lambda kv: kv[1])
+    return f"; speech emotion: {label} {p:.0%}"
+
+
+# -- the bake operator ----------------------------------------------------------------------------
+class EMOTALK_OT_animate_from_audio(bpy.types.Operator):
+    """Animate the active mesh's ARKit shape keys from the selected sound strips"""
+
+    bl_idname = "emotalk.animate_from_audio"
+    bl_label = "Animate from Audio"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        reason = unavailable_reason(context)
+        if reason:
+            cls.poll_message_set(reason)
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        """Synchronous: background Blender, scripts, and `bpy.ops...()` without invoke."""
+        plan = None
+        try:
+            plan = make_plan(context)
+            results = start_job(plan).run()
+            self.report({"INFO"}, write_results(plan, results))
+            return {"FINISHED"}
+        except BakeError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        finally:
+            strips.remove_temp_dir(plan.temp_dir if plan else None)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        try:
+            self._plan = make_plan(context)
+            self._job = start_job(self._plan)
+        except BakeError as exc:
+            strips.remove_temp_dir(getattr(getattr(self, "_plan", None), "temp_dir", None))
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        run = context.window_manager.emotalk_run
+        run.running, run.cancel_requested, run.progress, run.message = True, False, 0.0, ""
+        self._timer = context.window_manager.event_timer_add(TIMER_SECONDS, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        run = context.window_manager.emotalk_run
+        if event.type == "ESC" or run.cancel_requested:
+            self._job.cancel()
+            return self._end(context)
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        status = self._job.poll()
+        run.progress, run.message = status.fraction, status.message
+        _redraw(context)
+        return self._end(context) if status.finished else {"RUNNING_MODAL"}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the modal (file load, quit): stop the job, write nothing."""
+        self._job.cancel()
+        self._cleanup(context)
+
+    def _end(self, context: bpy.types.Context) -> set[str]:
+        """The one place a modal bake ends: clean up, then write or report."""
+        self._cleanup(context)
+        job = self._job
+        try:
+            if job.error is not None:
+                raise job.error
+            self.report({"INFO"}, write_results(self._plan, job.results))
+            return {"FINISHED"}
+        except BakeCancelled as exc:
+            self.report({"WARNING"}, str(exc))
+        except BakeError as exc:
+            self.report({"ERROR"}, str(exc))
+        return {"CANCELLED"}
+
+    def _cleanup(self, context: bpy.types.Context) -> None:
+        if getattr(self, "_timer", None) is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        strips.remove_temp_dir(self._plan.temp_dir)
+        run = context.window_manager.emotalk_run
+        run.running, run.cancel_requested, run.progress, run.message = False, False, 0.0, ""
+        _redraw(context)
+
+
+def _redraw(context: bpy.types.Context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+class EMOTALK_OT_cancel(bpy.types.Operator):
+    """Stop the running bake; nothing is written"""
+
+    bl_idname = "emotalk.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.window_manager.emotalk_run.running
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        context.window_manager.emotalk_run.cancel_requested = True
+        return {"FINISHED"}
+
+
+# -- audio ----------------------------------------------------------------------------------------
+class EMOTALK_OT_add_audio(bpy.types.Operator):
+    """Add an audio file as a sound strip at the current frame and select it"""
+
+    bl_idname = "emotalk.add_audio"
+    bl_label = "Add Audio File..."
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(subtype="FILE_PATH")
+    filter_glob: StringProperty(default="*.wav;*.flac;*.ogg;*.mp3;*.aif;*.aiff",
+                                options={"HIDDEN"})
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        path = bpy.path.abspath(self.filepath)
+        if not os.path.isfile(path):
+            self.report({"ERROR"}, f"audio file not found: {path or '(none chosen)'}")
+            return {"CANCELLED"}
+        try:
+            strip = strips.add_sound_strip(context.scene, path, context.scene.frame_current)
+        except BakeError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"added sound strip '{strip.name}' at frame "
+                              f"{context.scene.frame_current}")
+        return {"FINISHED"}
+
+
+# -- overrides ------------------------------------------------------------------------------------
+class EMOTALK_OT_override_add(bpy.types.Operator):
+    """Override the channel of the active shape key (or of a named one)"""
+
+    bl_idname = "emotalk.override_add"
+    bl_label = "Add Override"
+    bl_options = {"REGISTER", "UNDO"}
+
+    shape_key: StringProperty(name="Shape Key", default="")
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        obj = target_object(context)
+        return obj is not None and bool(shape_key_names(obj))
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = target_object(context)
+        name = self.shape_key or (obj.active_shape_key.name if obj.active_shape_key else "")
+        item = obj.emotalk_overrides.add()
+        item.shape_key = name
+        obj.emotalk_override_index = len(obj.emotalk_overrides) - 1
+        return {"FINISHED"}
+
+
+class EMOTALK_OT_override_remove(bpy.types.Operator):
+    """Remove a channel override"""
+
+    bl_idname = "emotalk.override_remove"
+    bl_label = "Remove Override"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(default=-1)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = target_object(context)
+        if obj is None or not 0 <= self.index < len(obj.emotalk_overrides):
+            return {"CANCELLED"}
+        obj.emotalk_overrides.remove(self.index)
+        return {"FINISHED"}
+
+
+# -- preferences ----------------------------------------------------------------------------------
+class EMOTALK_OT_check_backend(bpy.types.Operator):
+    """Start the backend with these settings and show the server and model it reports"""
+
+    bl_idname = "emotalk.check_backend"
+    bl_label = "Check Backend"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings = preferences.settings()
+        try:
+            info = backend.SESSION.ensure(settings).initialize(timeout=300)
+        except BakeError as exc:
+            preferences.show_check([f"Failed: {exc}"])
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        lines = describe_backend(info, settings)
+        preferences.show_check(lines)
+        self.report({"INFO"}, "; ".join(lines[:2]))
+        return {"FINISHED"}
+
+
+def describe_backend(info: dict, settings: backend.BackendSettings) -> list[str]:
+    server, model = info.get("server") or {}, info.get("model") or {}
+    presets = ", ".join(model.get("presets") or []) or "none"
+    return [f"Server: {server.get('name', '?')} {server.get('version', '')}".rstrip(),
+            f"Model: {model.get('name', '?')} ({model.get('kind', '?')}), "
+            f"{model.get('persons', '?')} styles, {model.get('fps', '?')} fps",
+            f"Emotion presets: {presets}",
+            f"Python: {settings.python}"]
+
+
+CLASSES = (
+    EMOTALK_OT_animate_from_audio, EMOTALK_OT_cancel, EMOTALK_OT_add_audio,
+    EMOTALK_OT_override_add, EMOTALK_OT_override_remove, EMOTALK_OT_check_backend,
+)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

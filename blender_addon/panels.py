@@ -1,0 +1,166 @@
+"""The "EmoTalk" sidebar tab of the 3D Viewport: target and mapping, audio, emotion, style,
+post-processing, and the Animate button with its progress and Cancel."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import operators, strips
+
+UNMATCHED_SHOWN = 60  # all 52 fit; the bound only keeps the layout finite
+
+
+class _Base:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "EmoTalk"
+
+
+class EMOTALK_PT_main(_Base, bpy.types.Panel):
+    bl_idname = "EMOTALK_PT_main"
+    bl_label = "EmoTalk"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        run = context.window_manager.emotalk_run
+        if run.running:
+            _progress(layout, run)
+            layout.operator("emotalk.cancel", icon="CANCEL")
+            return
+        layout.scale_y = 1.4
+        layout.operator("emotalk.animate_from_audio", icon="SPEAKER")
+        layout.scale_y = 1.0
+        reason = operators.unavailable_reason(context)
+        if reason:
+            layout.label(text=reason, icon="INFO")
+
+
+def _progress(layout: bpy.types.UILayout, run) -> None:
+    text = run.message or "working"
+    if hasattr(layout, "progress"):  # 4.0+
+        layout.progress(factor=run.progress, type="BAR", text=text)
+    else:
+        layout.label(text=f"{run.progress:.0%} {text}")
+
+
+class EMOTALK_PT_target(_Base, bpy.types.Panel):
+    bl_label = "Target"
+    bl_parent_id = "EMOTALK_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        obj = operators.target_object(context)
+        if obj is None:
+            layout.label(text="Select a mesh with shape keys", icon="ERROR")
+            return
+        layout.label(text=obj.name, icon="OUTLINER_OB_MESH")
+        if not operators.shape_key_names(obj):
+            layout.label(text="No shape keys", icon="ERROR")
+            return
+        mapping = operators.object_mapping(obj)
+        icon = "CHECKMARK" if not mapping.unmatched else "INFO"
+        layout.label(text=f"{mapping.matched_count} of 52 channels matched "
+                          f"({len(mapping.by_key)} shape keys)", icon=icon)
+        settings = context.scene.emotalk
+        if mapping.unmatched:
+            layout.prop(settings, "show_unmatched")
+            if settings.show_unmatched:
+                col = layout.box().column(align=True)
+                for name in mapping.unmatched[:UNMATCHED_SHOWN]:
+                    col.label(text=name)
+        _overrides(layout, obj)
+
+
+def _overrides(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:
+    box = layout.box()
+    row = box.row()
+    row.label(text="Overrides")
+    row.operator("emotalk.override_add", text="", icon="ADD")
+    key = obj.data.shape_keys
+    for index, item in enumerate(obj.emotalk_overrides):
+        row = box.row(align=True)
+        row.prop_search(item, "shape_key", key, "key_blocks", text="")
+        row.prop(item, "channel", text="")
+        row.operator("emotalk.override_remove", text="", icon="X").index = index
+
+
+class EMOTALK_PT_audio(_Base, bpy.types.Panel):
+    bl_label = "Audio"
+    bl_parent_id = "EMOTALK_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        selected = strips.selected_sound_strips(context.scene)
+        if not selected:
+            layout.label(text="No sound strip selected", icon="INFO")
+        col = layout.column(align=True)
+        for strip in selected:
+            col.label(text=f"{strip.name}: frames {strips.left_handle(strip)}-"
+                           f"{strips.right_handle(strip) - 1}", icon="SOUND")
+        layout.operator("emotalk.add_audio", icon="FILE_SOUND")
+
+
+class EMOTALK_PT_emotion(_Base, bpy.types.Panel):
+    bl_label = "Emotion"
+    bl_parent_id = "EMOTALK_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.emotalk
+        layout.prop(settings, "emotion_source", text="Source")
+        if settings.emotion_source == "preset":
+            layout.prop(settings, "preset")
+        elif settings.emotion_source == "reference":
+            layout.prop(settings, "reference")
+        row = layout.row()
+        row.enabled = settings.emotion_source != "audio"
+        row.prop(settings, "strength")
+        layout.prop(settings, "level")
+
+
+class EMOTALK_PT_style(_Base, bpy.types.Panel):
+    bl_label = "Personal Style"
+    bl_parent_id = "EMOTALK_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.emotalk
+        layout.prop(settings, "person")
+        layout.prop(settings, "use_second_person")
+        col = layout.column()
+        col.enabled = settings.use_second_person
+        col.prop(settings, "second_person")
+        col.prop(settings, "person_mix")
+
+
+class EMOTALK_PT_postprocess(_Base, bpy.types.Panel):
+    bl_label = "Post-processing"
+    bl_parent_id = "EMOTALK_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.emotalk
+        layout.prop(settings, "smooth")
+        row = layout.row(align=True)
+        row.prop(settings, "blinks")
+        sub = row.row(align=True)
+        sub.enabled = settings.blinks
+        sub.prop(settings, "seed")
+        layout.prop(settings, "clamp")
+        layout.prop(settings, "mouth_amplitude")
+
+
+CLASSES = (EMOTALK_PT_main, EMOTALK_PT_target, EMOTALK_PT_audio, EMOTALK_PT_emotion,
+           EMOTALK_PT_style, EMOTALK_PT_postprocess)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,121 @@
+"""Panel settings (per scene), channel overrides (per object) and bake progress (per session).
+
+Defaults equal `emotalk predict`'s (emotion from the audio, strength 1, level 1, person 0,
+smoothing and blinks on, seed 0, clamp on, mouth amplitude 1), so an untouched panel bakes what
+the command line computes.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from .mapping import CHANNELS
+
+NUM_PERSONS = 24
+PRESETS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+EMOTION_SOURCES = (
+    ("audio", "From Speech", "Emotion of the clip itself (as the paper does)"),
+    ("preset", "Preset", "Move towards a stored emotion prototype"),
+    ("reference", "Reference Clip", "Emotion of another clip"),
+)
+IGNORE = "NONE"
+
+
+def _channel_items() -> list[tuple[str, str, str]]:
+    items = [(IGNORE, "(Ignore)", "Do not animate this shape key")]
+    return items + [(name, name, f"ARKit channel {i}") for i, name in enumerate(CHANNELS)]
+
+
+class EMOTALK_PG_settings(bpy.types.PropertyGroup):
+    """What the Animate button sends; stored in the .blend with the scene."""
+
+    emotion_source: EnumProperty(name="Emotion", items=EMOTION_SOURCES, default="audio")
+    preset: EnumProperty(name="Preset", default="happy",
+                         items=[(p, p.title(), f"The '{p}' emotion prototype") for p in PRESETS])
+    reference: StringProperty(name="Reference", subtype="FILE_PATH",
+                              description="Audio clip whose emotion to use")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
+                            description="Blend from the clip's own emotion (0) to the chosen (1)")
+    level: FloatProperty(name="Intensity", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
+                         description="Expression intensity: 0 normal, 1 strong")
+    person: IntProperty(name="Style", default=0, min=0, max=NUM_PERSONS - 1,
+                        description="Personal speaking style (one of the training speakers)")
+    use_second_person: BoolProperty(name="Mix a Second Style", default=False)
+    second_person: IntProperty(name="Second Style", default=1, min=0, max=NUM_PERSONS - 1)
+    person_mix: FloatProperty(name="Mix", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
+                              description="Share of the second style")
+    smooth: BoolProperty(name="Smoothing", default=True,
+                         description="Savitzky-Golay smoothing, as the released EmoTalk")
+    blinks: BoolProperty(name="Blinks", default=True,
+                         description="Replace the blink channels with natural blinks")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same blinks")
+    clamp: BoolProperty(name="Clamp to 0..1", default=True)
+    mouth_amplitude: FloatProperty(name="Mouth Amplitude", default=1.0, min=0.0, max=3.0,
+                                   description="Scale of mouth and jaw motion")
+    show_unmatched: BoolProperty(name="Show Unmatched Channels", default=False)
+
+
+class EMOTALK_PG_override(bpy.types.PropertyGroup):
+    """One per-object override: this shape key takes that channel (or is ignored)."""
+
+    shape_key: StringProperty(name="Shape Key")
+    channel: EnumProperty(name="Channel", items=_channel_items(), default=IGNORE)
+
+
+class EMOTALK_PG_runtime(bpy.types.PropertyGroup):
+    """Progress of the running bake; lives on the window manager, so never saved."""
+
+    running: BoolProperty(default=False)
+    cancel_requested: BoolProperty(default=False)
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    message: StringProperty(default="")
+
+
+CLASSES = (EMOTALK_PG_settings, EMOTALK_PG_override, EMOTALK_PG_runtime)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.emotalk = PointerProperty(type=EMOTALK_PG_settings)
+    bpy.types.Object.emotalk_overrides = CollectionProperty(type=EMOTALK_PG_override)
+    bpy.types.Object.emotalk_override_index = IntProperty(default=0)
+    bpy.types.WindowManager.emotalk_run = PointerProperty(type=EMOTALK_PG_runtime)
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.emotalk_run
+    del bpy.types.Object.emotalk_override_index
+    del bpy.types.Object.emotalk_overrides
+    del bpy.types.Scene.emotalk
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
+
+
+def overrides_of(obj: bpy.types.Object) -> dict[str, str | None]:
+    """The object's overrides as `mapping.build_mapping` takes them."""
+    return {o.shape_key: (None if o.channel == IGNORE else o.channel)
+            for o in getattr(obj, "emotalk_overrides", ()) if o.shape_key}
+
+
+def controls_from(settings: EMOTALK_PG_settings) -> dict:
+    """The protocol's controls from the panel."""
+    from .backend import controls_dict
+
+    return controls_dict(
+        emotion_source=settings.emotion_source, preset=settings.preset,
+        reference=bpy.path.abspath(settings.reference) if settings.reference else None,
+        strength=settings.strength, level=settings.level, person=settings.person,
+        second_person=settings.second_person if settings.use_second_person else None,
+        person_mix=settings.person_mix, smooth=settings.smooth, blinks=settings.blinks,
+        seed=settings.seed, clamp=settings.clamp, mouth_amplitude=settings.mouth_amplitude,
+    )

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Build the Blender extension zip: `python build_addon.py [--out DIR]`.
+
+The zip holds blender_addon/* plus verbatim copies of emotalk_core/protocol.py and
+emotalk_core/arkit.py (the add-on imports them as `from . import protocol, arkit`; the repository
+keeps one original of each). The version is emotalk_core.__version__, written into the zip's
+blender_manifest.toml and build_info.json. When the bpy module is installed, Blender's own
+extension tool (`addons_core/bl_pkg/cli/blender_ext.py`, no Blender binary needed) builds and
+validates the package; otherwise the zip is written with zipfile. The zip's path is the LAST
+line printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+ADDON = ROOT / "blender_addon"
+SHARED = ("protocol.py", "arkit.py")  # copied verbatim from emotalk_core/
+EXCLUDE = ("__pycache__", ".pyc", ".pyo")
+
+
+def version() -> str:
+    """emotalk_core.__version__, read without importing the package (no torch needed)."""
+    text = (ROOT / "emotalk_core" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', text, re.MULTILINE)
+    if not match:
+        sys.exit("build_addon: no __version__ in emotalk_core/__init__.py")
+    return match.group(1)
+
+
+def stage(dest: Path, ver: str) -> Path:
+    """Copy the add-on's files into `dest`/emotalk with the version filled in."""
+    out = dest / "emotalk"
+    out.mkdir(parents=True)
+    for path in sorted(ADDON.iterdir()):
+        if path.is_file() and not path.name.endswith(EXCLUDE):
+            shutil.copy2(path, out / path.name)
+    for name in SHARED:
+        if (ADDON / name).exists():
+            sys.exit(f"build_addon: blender_addon/{name} must not exist; the original is "
+                     f"emotalk_core/{name}")
+        shutil.copy2(ROOT / "emotalk_core" / name, out / name)
+    manifest = out / "blender_manifest.toml"
+    text, count = re.subn(r'^version\s*=\s*"[^"]*"', f'version = "{ver}"',
+                          manifest.read_text(encoding="utf-8"), count=1, flags=re.MULTILINE)
+    if count != 1:
+        sys.exit("build_addon: blender_manifest.toml has no version line")
+    manifest.write_text(text, encoding="utf-8")
+    info = {"version": ver, "source_repo": str(ROOT)}
+    (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def blender_ext() -> Path | None:
+    """Blender's extension command-line tool inside the installed bpy module, if any."""
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for base in spec.submodule_search_locations:
+        found = sorted(Path(base).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+        if found:
+            return found[-1]
+    return None
+
+
+def run_tool(tool: Path, *args: str) -> None:
+    proc = subprocess.run([sys.executable, str(tool), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"build_addon: blender_ext {args[0]} failed:\n{proc.stdout}{proc.stderr}")
+    print(proc.stdout.strip() or f"blender_ext {args[0]}: ok")
+
+
+def write_zip(source: Path, target: Path) -> None:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(source).as_posix())
+
+
+def build(out_dir: Path) -> Path:
+    ver = version()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"emotalk-{ver}.zip"
+    target.unlink(missing_ok=True)
+    tool = blender_ext()
+    with tempfile.TemporaryDirectory(prefix="emotalk-addon-") as tmp:
+        source = stage(Path(tmp), ver)
+        if tool is None:
+            print("bpy is not installed: zip written without Blender's validator")
+            write_zip(source, target)
+        else:
+            run_tool(tool, "build", "--source-dir", str(source), "--output-filepath", str(target))
+    if tool is not None:
+        run_tool(tool, "validate", str(target))
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "dist",
+                        help="output folder (default: dist/)")
+    args = parser.parse_args(argv)
+    print(build(args.out.resolve()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""The add-on's bpy-free logic: name mapping, strip timing, resampling and the backend wrapper
+(against the real stdio server with a tiny model). No Blender needed."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from blender_addon import backend, mapping, timing
+from emotalk_core import protocol
+from emotalk_core.arkit import CHANNELS
+from emotalk_core.inference import Controls, Predictor
+from emotalk_core.postprocess import resample as core_resample
+from tests.conftest import speechlike
+
+
+# -- name mapping ---------------------------------------------------------------------------------
+def apple_raw(name: str) -> str:
+    """ARKit's raw values: eyeBlinkLeft -> eyeBlink_L."""
+    return re.sub(r"(Left|Right)$", lambda m: "_" + m.group(1)[0], name)
+
+
+def pascal(name: str) -> str:
+    return name[0].upper() + name[1:]
+
+
+def snake_caps(name: str) -> str:
+    """eyeBlinkLeft -> Eye_Blink_Left (Character Creator's numbered ARKit set, sans number)."""
+    return "_".join(w.capitalize() for w in re.findall(r"[a-z]+|[A-Z][a-z]*", name))
+
+
+@pytest.mark.parametrize("convert", [
+    lambda n: n,  # ARKit / Ready Player Me / VRoid perfect sync
+    apple_raw,  # Apple raw values
+    pascal,  # Unreal / Live Link Face
+    lambda n: f"A{CHANNELS.index(n) + 1:02d}_{snake_caps(n)}",  # CC4 numbered ARKit set
+    lambda n: f"blendShape1.{n}",  # Maya blend-shape node prefix
+    lambda n: f"CTRL_expressions_{n}",  # MetaHuman-style curve names
+], ids=["arkit", "apple_raw", "pascal", "cc_numbered", "maya_node", "metahuman"])
+def test_every_convention_maps_all_52(convert):
+    names = [convert(n) for n in CHANNELS]
+    result = mapping.build_mapping(["Basis_extra", *names])
+    assert result.matched_count == 52
+    assert result.unmatched == ()
+    assert [result.by_key[convert(n)] for n in CHANNELS] == list(range(52))
+
+
+def test_character_creator_names_and_unmatched_listing():
+    cc = {
+        "Brow_Drop_L": "browDownLeft", "Brow_Raise_Outer_R": "browOuterUpRight",
+        "Eye_Blink_L": "eyeBlinkLeft", "Eye_L_Look_L": "eyeLookOutLeft",
+        "Eye_R_Look_L": "eyeLookInRight", "Eye_R_Look_Down": "eyeLookDownRight",
+        "Cheek_Raise_L": "cheekSquintLeft", "Jaw_Open": "jawOpen", "Jaw_L": "jawLeft",
+        "Mouth_L": "mouthLeft", "Mouth_Roll_In_Lower": "mouthRollLower",
+        "Mouth_Up_Upper_R": "mouthUpperUpRight", "Mouth_Down_Lower_L": "mouthLowerDownLeft",
+        "Mouth_Smile_R": "mouthSmileRight", "Tongue_Out": "tongueOut",
+    }  # fmt: skip
+    result = mapping.build_mapping([*cc, "Brow_Raise_Inner_L", "Cheek_Puff_L", "viseme_aa"])
+    assert {k: CHANNELS[i] for k, i in result.by_key.items()} == cc
+    assert result.matched_count == len(cc)
+    # Many-to-one CC keys stay unmatched until overridden; the listing is in channel order.
+    assert "browInnerUp" in result.unmatched and "cheekPuff" in result.unmatched
+    assert list(result.unmatched) == [c for c in CHANNELS if c not in cc.values()]
+
+
+def test_vroid_and_side_spellings():
+    result = mapping.build_mapping(["Fcl_EYE_Close_L", "Fcl_EYE_Close_R", "mouthRollLower",
+                                    "jaw_open", "browDown.L", "Fcl_MTH_A"])
+    named = {k: CHANNELS[i] for k, i in result.by_key.items()}
+    assert named == {"Fcl_EYE_Close_L": "eyeBlinkLeft", "Fcl_EYE_Close_R": "eyeBlinkRight",
+                     "mouthRollLower": "mouthRollLower", "jaw_open": "jawOpen",
+                     "browDown.L": "browDownLeft"}
+    # A respelling of the ARKit name outranks an alias, so a perfect-sync VRoid model's
+    # eyeBlinkRight drives the channel and Fcl_EYE_Close_R does not blink a second time.
+    result = mapping.build_mapping(["Fcl_EYE_Close_R", "eyeBlink.R"])
+    assert result.by_key == {"eyeBlink.R": CHANNELS.index("eyeBlinkRight")}
+
+
+def test_one_key_per_channel_prefers_exact_then_first():
+    result = mapping.build_mapping(["EyeBlinkLeft", "eyeBlinkLeft", "eye_blink_left"])
+    assert result.by_key == {"eyeBlinkLeft": 8}
+    result = mapping.build_mapping(["EyeBlinkLeft", "eye_blink_left"])
+    assert result.by_key == {"EyeBlinkLeft": 8}
+
+
+def test_overrides_win_ignore_and_go_stale():
+    keys = ["Brow_Raise_Inner_L", "Brow_Raise_Inner_R", "jawOpen", "Smile", "mouthClose"]
+    overrides = {"Brow_Raise_Inner_L": "browInnerUp", "Brow_Raise_Inner_R": "browInnerUp",
+                 "Smile": "mouthSmileLeft", "jawOpen": None, "RemovedKey": "tongueOut",
+                 "mouthClose": "notAChannel"}
+    result = mapping.build_mapping(keys, overrides)
+    named = {k: CHANNELS[i] for k, i in result.by_key.items()}
+    assert named == {"Brow_Raise_Inner_L": "browInnerUp", "Brow_Raise_Inner_R": "browInnerUp",
+                     "Smile": "mouthSmileLeft"}
+    assert result.matched_count == 2
+    assert "jawOpen" in result.unmatched and "tongueOut" in result.unmatched
+    # A channel claimed by an override is not also driven by an automatic match.
+    result = mapping.build_mapping(["jawOpen", "JawDrop"], {"JawDrop": "jawOpen"})
+    assert result.by_key == {"JawDrop": CHANNELS.index("jawOpen")}
+
+
+def test_nothing_matches():
+    result = mapping.build_mapping(["Key 1", "smile", "A"])
+    assert not result and result.matched_count == 0 and len(result.unmatched) == 52
+
+
+# -- timing ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("fps", "base", "rate"), [
+    (24, 1.001, 24000 / 1001), (24, 1.0, 24.0), (25, 1.0, 25.0), (30, 1.001, 30000 / 1001),
+    (60, 1.0, 60.0)])
+def test_scene_fps(fps, base, rate):
+    assert timing.scene_fps(fps, base) == pytest.approx(rate, rel=1e-12)
+
+
+def test_scene_fps_refuses_nonsense():
+    with pytest.raises(timing.TimingError):
+        timing.scene_fps(24, 0.0)
+
+
+def strip(left, right, content_start=1.0, offset=0.0, duration=None, content_end=None):
+    return timing.StripTiming("S", content_start, left, right, offset, duration, content_end)
+
+
+def test_untrimmed_strip_reads_to_the_file_end():
+    w = timing.audible_window(strip(1, 49, duration=2.0, content_end=49), 24.0)
+    assert (w.start, w.end, w.first_frame, w.frame_count) == (0.0, None, 1, 48)
+    assert w.last_frame == 48
+
+
+def test_trims_become_seconds_of_the_file():
+    # source at frame 10; visible 16..40 (trimmed 6 frames at the start, some at the end)
+    w = timing.audible_window(strip(16, 40, content_start=10, duration=2.0, content_end=58), 24.0)
+    assert w.start == pytest.approx(6 / 24) and w.end == pytest.approx(30 / 24)
+    assert (w.first_frame, w.frame_count) == (16, 24)
+
+
+def test_sound_offset_and_ntsc_rate():
+    rate = 24000 / 1001
+    w = timing.audible_window(strip(100, 200, content_start=90, offset=0.5), rate)
+    assert w.start == pytest.approx(10 / rate + 0.5)
+    assert w.end == pytest.approx(110 / rate + 0.5)
+
+
+def test_negative_offset_skips_frames_before_the_sound():
+    w = timing.audible_window(strip(10, 40, content_start=10, offset=-0.1), 25.0)
+    assert w.first_frame == 13 and w.start == pytest.approx(0.02)  # ceil(2.5) frames skipped
+    assert w.frame_count == 27
+
+
+def test_end_past_the_file_is_clamped_to_it():
+    w = timing.audible_window(strip(1, 60, content_start=1, duration=2.0), 24.0)
+    assert w.end is None and w.frame_count == 48
+
+
+@pytest.mark.parametrize(("left", "right", "message"), [
+    (10, 10, "zero length"), (12, 11, "zero length")])
+def test_trimmed_to_nothing(left, right, message):
+    with pytest.raises(timing.TimingError, match=message):
+        timing.audible_window(strip(left, right), 24.0)
+
+
+def test_visible_part_after_the_sound():
+    with pytest.raises(timing.TimingError, match="none of its sound"):
+        timing.audible_window(strip(100, 120, content_start=1, duration=2.0), 24.0)
+
+
+def test_overlapping_strips_are_refused():
+    a = timing.AudioWindow(0.0, None, 1, 48)
+    b = timing.AudioWindow(0.0, None, 40, 10)
+    timing.check_overlaps([("a", a), ("c", timing.AudioWindow(0.0, None, 49, 5))])
+    with pytest.raises(timing.TimingError, match="'a' and 'b' overlap on frames 40-48"):
+        timing.check_overlaps([("b", b), ("a", a)])
+
+
+@pytest.mark.parametrize("dst", [24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 60.0])
+@pytest.mark.parametrize("count", [0, 1, 37, 90])
+def test_resample_equals_the_backend_rule(dst, count):
+    values = np.random.default_rng(1).random((60, 52)).astype(np.float32)
+    ours = timing.resample(values, 30.0, dst, count)
+    assert ours.dtype == np.float32 and ours.shape == (count, 52)
+    np.testing.assert_array_equal(ours, core_resample(values, 30.0, dst, count))
+
+
+def test_resample_places_frame_i_at_i_over_fps():
+    ramp = np.repeat((np.arange(31) / 30.0)[:, None], 52, axis=1)  # value = time in seconds
+    out = timing.resample(ramp, 30.0, 24.0, 30)
+    np.testing.assert_allclose(out[:, 0], np.minimum(np.arange(30) / 24.0, 1.0), atol=1e-6)
+
+
+# -- backend: interpreter, model, controls --------------------------------------------------------
+def test_resolve_python_order(monkeypatch, tmp_path):
+    monkeypatch.delenv(backend.ENV_PYTHON, raising=False)
+    monkeypatch.setenv(backend.ENV_PYTHON, "/env/python")
+    assert backend.resolve_python("/prefs/python") == "/env/python"
+    monkeypatch.delenv(backend.ENV_PYTHON)
+    assert backend.resolve_python("/prefs/python") == "/prefs/python"
+    monkeypatch.setattr(backend, "repo_candidates", lambda: [tmp_path])
+    assert backend.resolve_python("") == sys.executable
+    venv = backend.venv_python(tmp_path)
+    venv.parent.mkdir(parents=True)
+    venv.write_text("")
+    assert backend.resolve_python("") == str(venv)
+
+
+def test_resolve_model_order(monkeypatch):
+    monkeypatch.delenv(backend.ENV_MODEL, raising=False)
+    assert backend.resolve_model("") == "default"
+    assert backend.resolve_model("/prefs/model") == "/prefs/model"
+    monkeypatch.setenv(backend.ENV_MODEL, "/env/model")
+    assert backend.resolve_model("/prefs/model") == "/env/model"
+
+
+def test_default_controls_equal_emotalk_predict():
+    assert Controls.from_dict(backend.controls_dict()) == Controls()
+
+
+def test_controls_mix_and_preset():
+    c = Controls.from_dict(backend.controls_dict(
+        emotion_source="preset", preset="happy", strength=0.5, level=0.25, person=3,
+        second_person=7, person_mix=0.25, blinks=False, seed=4, mouth_amplitude=1.5))
+    assert c.emotion.preset == "happy" and c.emotion.strength == 0.5 and c.level == 0.25
+    assert c.person_weights == {3: 0.75, 7: 0.25}
+    assert not c.postprocess.blinks and c.postprocess.seed == 4
+    assert backend.controls_dict(person=3, second_person=3).get("person_weights") is None
+    assert backend.controls_dict(person=3, second_person=5, person_mix=1.0)["person_weights"] \
+        == {"5": 1.0}
+
+
+def test_decode_result_reorders_by_name():
+    values = np.arange(3 * 52, dtype=np.float32).reshape(3, 52)
+    order = list(reversed(CHANNELS))
+    result = {"frames": 3, "fps": 30.0, "channels": order, "encoding": "base64-f32le",
+              "values": protocol.encode_values(values)}
+    decoded = backend.decode_result(result)
+    np.testing.assert_array_equal(decoded, values[:, ::-1])
+    with pytest.raises(ValueError, match="missing"):
+        backend.decode_result({**result, "channels": order[:-1] + ["other"]})
+
+
+# -- backend: a real server -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("addon-audio") / "line.wav"
+    sf.write(path, speechlike(2.0, seed=5), 16000)
+    return path
+
+
+@pytest.fixture(scope="module")
+def live(tiny_model_dir, tmp_path_factory):
+    """One real backend for this module (each start imports torch: seconds)."""
+    settings = backend.BackendSettings(sys.executable, str(tiny_model_dir), "cpu")
+    server = backend.Backend(settings, tmp_path_factory.mktemp("log") / "backend.log")
+    yield server
+    server.close()
+
+
+def request(path, start=0.25, end=1.5, frames=30, fps=24.0, label="strip"):
+    return backend.AnimateRequest(label, str(path), start, end, frames, fps)
+
+
+def test_job_matches_predictor(live, clip, tiny_model_dir):
+    controls = backend.controls_dict(level=0.5, person=2, seed=3)
+    reqs = [request(clip), request(clip, 1.0, None, 24, 25.0, "tail")]
+    seen = []
+    results = backend.BakeJob(live, reqs, controls).run(on_progress=seen.append)
+    assert seen[-1].finished and seen[-1].fraction == 1.0
+    predictor = Predictor(tiny_model_dir, device="cpu")
+    for req, got in zip(reqs, results, strict=True):
+        want = predictor.predict(clip, start=req.start, end=req.end, fps=req.scene_fps,
+                                 controls=Controls.from_dict(controls)).values
+        assert got.values.shape == (req.frame_count, 52)
+        n = min(len(want), req.frame_count)
+        np.testing.assert_allclose(got.values[:n], want[:n], atol=1e-5)
+        assert set(got.emotion) == {"neutral", "happy", "sad"}
+
+
+def test_job_reports_unreadable_audio_with_the_strip(live, tmp_path, clip):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF....not audio")
+    job = backend.BakeJob(live, [request(clip), request(bad, label="Broken")], {})
+    with pytest.raises(backend.BakeError, match="Broken: ") as info:
+        job.run()
+    assert job.results == [] and not isinstance(info.value, backend.BakeCancelled)
+
+
+def test_job_cancel_returns_nothing(live, clip):
+    job = backend.BakeJob(live, [request(clip)] * 3, {})
+    job.poll()
+    job.cancel()
+    status = job.poll()
+    assert status.finished and isinstance(job.error, backend.BakeCancelled)
+    assert job.results == []
+    # the backend stays usable after a cancel
+    assert backend.BakeJob(live, [request(clip)], {}).run()[0].values.shape == (30, 52)
+
+
+@pytest.mark.slow  # two backend starts
+def test_crash_mid_bake_then_a_fresh_backend(tiny_model_dir, clip, tmp_path):
+    session = backend.Session()
+    settings = backend.BackendSettings(sys.executable, str(tiny_model_dir), "cpu")
+    first = session.ensure(settings, str(tmp_path / "a.log"))
+    job = backend.BakeJob(first, [request(clip)] * 50, {})
+    deadline = time.monotonic() + 60
+    while first.info is None and time.monotonic() < deadline:  # killed once it is working
+        job.poll()
+        time.sleep(0.02)
+    first.client.process.kill()
+    with pytest.raises(backend.BakeError, match="backend stopped; nothing was written"):
+        job.run()
+    assert job.results == []
+    second = session.ensure(settings, str(tmp_path / "b.log"))
+    assert second is not first and second.alive
+    assert backend.BakeJob(second, [request(clip)], {}).run()[0].values.shape == (30, 52)
+    session.close()
+
+
+@pytest.mark.slow  # a backend start
+def test_missing_model_folder(tmp_path, clip):
+    server = backend.Backend(backend.BackendSettings(sys.executable, str(tmp_path / "nope")),
+                             tmp_path / "log.txt")
+    try:
+        with pytest.raises(backend.BakeError, match="does not exist"):
+            backend.BakeJob(server, [request(clip)], {}).run()
+    finally:
+        server.close()
+
+
+def test_interpreter_missing_or_without_emotalk_core(tmp_path, clip):
+    with pytest.raises(backend.BakeError, match="backend Python not found"):
+        backend.Backend(backend.BackendSettings(str(tmp_path / "python"), "default"))
+    bare = tmp_path / "bare-python"
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "$@"\n')
+    os.chmod(bare, 0o755)
+    server = backend.Backend(backend.BackendSettings(str(bare), "default"), tmp_path / "l.txt")
+    with pytest.raises(backend.BakeError, match="has no emotalk_core"):
+        backend.BakeJob(server, [request(clip)], {}).run()
+    server.close()
+
+
+# -- the extension zip ---------------------------------------------------------------------------
+def test_build_addon_zip(tmp_path, capsys):
+    import zipfile
+
+    import build_addon
+    from emotalk_core import __version__
+
+    assert build_addon.main(["--out", str(tmp_path)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == str(tmp_path / f"emotalk-{__version__}.zip")
+    root = Path(__file__).resolve().parents[1]
+    with zipfile.ZipFile(last) as archive:
+        names = set(archive.namelist())
+        for shared in ("protocol.py", "arkit.py"):  # verbatim copies of the one original
+            assert archive.read(shared) == (root / "emotalk_core" / shared).read_bytes()
+        manifest = archive.read("blender_manifest.toml").decode()
+    assert re.search(rf'^version = "{re.escape(__version__)}"$', manifest, re.MULTILINE)
+    assert {"__init__.py", "mapping.py", "timing.py", "backend.py", "anim.py"} <= names
+    assert not any("__pycache__" in n for n in names)

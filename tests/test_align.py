@@ -1,0 +1,190 @@
+"""Forced alignment (pocketsphinx) and the real-speech labeller.
+
+Alignment tests need pocketsphinx (and espeak-ng to make speech to align); both come with the
+`train` extra that `make setup` installs, and the tests are skipped with a reason without them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from training import align
+from training.synth.espeak import available as espeak_available
+from training.synth.phonemes import SIL
+
+needs_aligner = pytest.mark.skipif(
+    not (align.available() and espeak_available()),
+    reason="pocketsphinx and espeak-ng needed (pip install pocketsphinx espeakng-loader; "
+    "`make setup` installs both)",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions
+
+
+def test_frame_phones_gives_each_frame_the_phone_covering_its_centre():
+    phones = [(SIL, 0.0, 0.05), ("B", 0.05, 0.1), ("AA", 0.1, 0.2)]
+    # frame centres at 30 fps: 0.0167, 0.05, 0.0833, 0.1167, 0.15, 0.1833, 0.2167
+    labels = align.frame_phones(phones, 7)
+    assert labels == [SIL, "B", "B", "AA", "AA", "AA", None]
+    assert align.frame_phones([], 2) == [None, None]
+
+
+def test_normalise_transcript():
+    words = align.normalise_transcript("Press 1, or 42 -- then #... Don't stop! 2,500?")
+    assert words == ["press", "one", "or", "forty", "two", "then", "don't", "stop", "two",
+                     "thousand", "five", "hundred"]  # fmt: skip
+    assert align.number_words(1905) == ["one", "thousand", "nine", "hundred", "five"]
+
+
+def test_alignment_refuses_empty_input():
+    with pytest.raises(align.AlignmentError, match="no words"):
+        align.align_phones(np.zeros(16000, np.float32), "... !")
+    with pytest.raises(align.AlignmentError, match="shorter"):
+        align.align_phones(np.zeros(800, np.float32), "hello")
+    with pytest.raises(align.AlignmentError, match="mono"):
+        align.align_phones(np.zeros((100, 2), np.float32), "hello")
+
+
+# ---------------------------------------------------------------------------------------------
+# Alignment of synthetic speech
+
+
+def _boundary_errors(text: str, person: int) -> tuple[np.ndarray, float]:
+    """|aligned start - espeak start| of matched phones, and the share of espeak's phones
+    matched in order."""
+    from training.synth.espeak import synthesize
+    from training.synth.styles import PERSONS, voice_settings
+
+    utterance = synthesize(text, voice_settings(PERSONS[person], "neutral", 0))
+    aligned = align.align_phones(utterance.audio, text)
+    assert aligned[0][1] == 0.0
+    assert aligned[-1][2] == pytest.approx(utterance.seconds, abs=0.011)
+    for (_, _, end), (_, start, _) in zip(aligned, aligned[1:], strict=False):
+        assert start == pytest.approx(end)
+    ref = [p for p in utterance.phones if p.phone != SIL]
+    got = [p for p in aligned if p[0] != SIL]
+    matcher = difflib.SequenceMatcher(a=[p.phone for p in ref], b=[p[0] for p in got],
+                                      autojunk=False)  # fmt: skip
+    errors = [abs(ref[block.a + j].start - got[block.b + j][1])
+              for block in matcher.get_matching_blocks() for j in range(block.size)]  # fmt: skip
+    return np.array(errors), len(errors) / len(ref)
+
+
+@needs_aligner
+def test_alignment_recovers_espeak_phone_timings():
+    texts = ["Bob made a map of the big blue pool.",
+             "Please bring the warm soup to the village market today.",
+             "The young farmer moved three heavy boxes into the garage."]  # fmt: skip
+    errors, shares = [], []
+    for text, person in zip(texts, (1, 3, 11), strict=True):
+        e, share = _boundary_errors(text, person)
+        errors.append(e)
+        shares.append(share)
+    errors = np.concatenate(errors)
+    assert min(shares) > 0.85
+    assert np.median(errors) < 0.025 and errors.mean() < 0.035  # measured ~12 / ~18 ms
+
+
+@needs_aligner
+def test_alignment_pronounces_unknown_words_with_espeak():
+    from training.synth.espeak import VoiceSettings, synthesize
+
+    text = "The zorblaxian moon is bright."
+    utterance = synthesize(text, VoiceSettings("en-us+f2"))
+    phones = [p for p, _, _ in align.align_phones(utterance.audio, text)]
+    assert "Z" in phones and "M" in phones
+
+
+@needs_aligner
+def test_alignment_failure_is_a_clear_error():
+    silence = np.zeros(int(0.3 * 16000), np.float32)
+    with pytest.raises(align.AlignmentError, match="forced alignment failed"):
+        align.align_phones(silence, "the quick brown fox jumps over the lazy dog once again")
+
+
+@needs_aligner
+def test_alignment_reads_files(tmp_path):
+    from training.synth.espeak import VoiceSettings, synthesize
+
+    utterance = synthesize("Good morning.", VoiceSettings("en-us+f4"))
+    path = tmp_path / "clip.wav"
+    sf.write(path, utterance.audio, 16000)
+    phones = [p for p, _, _ in align.align_phones(path, "Good morning.")]
+    assert [p for p in phones if p != SIL] == ["G", "UH", "D", "M", "AO", "R", "N", "IH", "NG"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Real-speech labeller (no downloads: parsers and the labelling step on local audio)
+
+
+def test_asterisk_transcript_parser():
+    from training.real_speech import parse_asterisk_transcripts
+
+    text = ("; Core Asterisk Sounds in English\n\nbeep: [this is a simple beep tone]\n"
+            "agent-pass: Please enter your password followed by the pound key.\n"
+            "dictate/forhelp: press 0 for help\nvm-star: press * or #\n"
+            "silence/1: 1 second of silence\nvm-intro: After the tone. (simple tone plays)\n")
+    parsed = parse_asterisk_transcripts(text)
+    assert set(parsed) == {"agent-pass", "dictate/forhelp", "vm-star", "vm-intro"}
+    assert "tone" in parsed["vm-intro"] and "plays" not in parsed["vm-intro"]
+    assert "star" in parsed["vm-star"] and "pound" in parsed["vm-star"]
+
+
+def test_mfa_reference_transcripts_parser():
+    from training.real_speech import mfa_reference_transcripts
+
+    source = ('import pytest\n@pytest.fixture(scope="session")\ndef reference_transcripts():\n'
+              '    return {"mfa_a": "montreal forced aligner", "mfa_b": "m f a is like putty"}\n')
+    assert mfa_reference_transcripts(source) == {
+        "mfa_a": "montreal forced aligner", "mfa_b": "m f a is like putty"}  # fmt: skip
+
+
+def test_person_ids_are_stable_and_in_range():
+    from training.real_speech import person_of
+
+    assert person_of("allison") == 1 and person_of("michael") == 0
+    assert 0 <= person_of("someone") < 24 and person_of("someone") == person_of("someone")
+
+
+@needs_aligner
+def test_process_clip_labels_a_recording_and_skips_failures(tmp_path):
+    from training.real_speech import RawClip, _entry, process_clip
+    from training.synth.espeak import VoiceSettings, synthesize
+
+    text = "My mother baked a pumpkin pie."
+    utterance = synthesize(text, VoiceSettings("en-us+f3"), 0.3, 0.3)
+    wav8k = tmp_path / "in.wav"  # 8 kHz like the asterisk prompts
+    from soxr import resample
+
+    sf.write(wav8k, resample(utterance.audio, 16000, 8000), 8000)
+    out = tmp_path / "out"
+    clip = RawClip("asterisk", "allison", "x/pie", wav8k, text)
+    good = process_clip((str(out), clip, "train", 0))
+    assert good["status"] == "ok", good
+    clip_id = good["clip_id"]
+    info = sf.info(out / "audio" / f"{clip_id}.wav")
+    assert info.samplerate == 16000
+    curves = np.load(out / "blendshape" / f"{clip_id}.npy")
+    assert curves.shape == (math.ceil(info.frames / 16000 * 30), 52)
+    phones = json.loads((out / "phones" / f"{clip_id}.json").read_text())
+    labels = align.frame_phones([tuple(p) for p in phones], curves.shape[0])
+    jaw, close = curves[:, 24], curves[:, 26]
+    bilabial = [k for k, p in enumerate(labels) if p in ("P", "B", "M")]
+    vowel = [k for k, p in enumerate(labels) if p in ("AA", "AE", "AH", "AO", "AW", "AY")]
+    assert np.mean(jaw[vowel] - close[vowel]) > np.mean(jaw[bilabial] - close[bilabial]) + 0.2
+    entry = _entry(good)
+    assert entry.emotion == "neutral" and entry.person == 1 and entry.split == "train"
+
+    wrong = process_clip((str(out), RawClip("mfa", "michael", "short", wav8k,
+                                            "this transcript is much too long for the audio "
+                                            "and cannot be aligned at all ever"), "val", 0))
+    assert wrong["status"] == "skipped" and "AlignmentError" in wrong["reason"]
+    assert (out / "records" / f"{wrong['clip_id']}.json").exists()
