@@ -1,0 +1,96 @@
+"""On-the-fly audio augmentation: gain, noise at a random SNR, spectral tilt EQ, short reverb.
+
+Why: the targets (face motion) do not change when the recording chain does, so the network
+should not either. Users feed the add-on laptop microphones, phone recordings and roomy
+dialogue tracks, while 3D-ETF and the synthetic corpus are clean close-mic speech.
+
+Every draw comes from the `numpy.random.Generator` passed in, which the dataset derives from
+(seed, epoch, clip): the same run gives the same augmented audio in any worker process, and a
+resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import fftconvolve
+
+from emotalk_core.config import SAMPLE_RATE
+
+from .config import AugmentSection
+
+_EPS = 1e-8
+
+
+def augment(audio: np.ndarray, cfg: AugmentSection, rng: np.random.Generator) -> np.ndarray:
+    """audio (S,) float32 16 kHz -> augmented (S,) float32. Reverb and EQ act on the dry
+    signal, then noise is added at the drawn SNR relative to the result, then the gain."""
+    if not cfg.enabled or audio.size == 0:
+        return audio
+    out = audio.astype(np.float32, copy=True)
+    # Draw every random number in a fixed order whatever is applied, so that changing one
+    # probability does not reshuffle the other augmentations of the same clip.
+    use_reverb = rng.random() < cfg.reverb_probability
+    rt60, wet = rng.uniform(*cfg.reverb_rt60_s), rng.uniform(*cfg.reverb_wet)
+    use_eq = rng.random() < cfg.eq_probability
+    tilt = rng.uniform(*cfg.eq_tilt_db_per_octave)
+    use_noise = rng.random() < cfg.noise_probability
+    snr = rng.uniform(*cfg.snr_db)
+    gain = rng.uniform(*cfg.gain_db)
+    seed = int(rng.integers(2**31))
+    noise_rng = np.random.default_rng(seed)
+    if use_reverb:
+        out = reverb(out, rt60, wet, noise_rng)
+    if use_eq:
+        out = spectral_tilt(out, tilt)
+    if use_noise:
+        out = add_noise(out, snr, noise_rng)
+    return apply_gain(out, gain)
+
+
+def apply_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
+    return (audio * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32)
+
+
+def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White noise at `snr_db` below the signal's mean power (silence gets none)."""
+    power = float(np.mean(np.square(audio, dtype=np.float64)))
+    if power <= _EPS**2:
+        return audio
+    noise = rng.standard_normal(audio.shape[0])
+    noise *= np.sqrt(power / 10.0 ** (snr_db / 10.0))
+    return (audio + noise).astype(np.float32)
+
+
+def spectral_tilt(audio: np.ndarray, db_per_octave: float, pivot_hz: float = 1000.0
+                  ) -> np.ndarray:
+    """A first-order EQ stand-in: gain `db_per_octave * log2(f / pivot)` on the FFT, limited to
+    +-12 dB, DC untouched. Positive tilts brighten (a close cheap mic), negative ones darken
+    (a distant or muffled one). The signal's RMS is kept."""
+    n = audio.shape[0]
+    spectrum = np.fft.rfft(audio.astype(np.float64))
+    freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+    octaves = np.log2(np.maximum(freqs, 1.0) / pivot_hz)
+    gain_db = np.clip(db_per_octave * octaves, -12.0, 12.0)
+    gain_db[0] = 0.0
+    out = np.fft.irfft(spectrum * 10.0 ** (gain_db / 20.0), n)
+    return _match_rms(out, audio)
+
+
+def reverb(audio: np.ndarray, rt60_s: float, wet: float, rng: np.random.Generator) -> np.ndarray:
+    """Convolution with a synthetic room: a direct impulse plus exponentially decaying noise
+    (60 dB down after `rt60_s`), the tail scaled by `wet`. Same length and RMS as the input."""
+    length = max(1, int(rt60_s * SAMPLE_RATE))
+    t = np.arange(length) / SAMPLE_RATE
+    tail = rng.standard_normal(length) * np.exp(-6.907755 * t / max(rt60_s, 1e-3))  # ln(1000)
+    tail *= wet / max(np.sqrt(np.sum(tail**2)), _EPS)
+    impulse = np.concatenate([[1.0], tail])
+    out = fftconvolve(audio.astype(np.float64), impulse)[: audio.shape[0]]
+    return _match_rms(out, audio)
+
+
+def _match_rms(out: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    ref = float(np.sqrt(np.mean(np.square(reference, dtype=np.float64))))
+    now = float(np.sqrt(np.mean(np.square(out))))
+    if now > _EPS:
+        out = out * (ref / now)
+    return out.astype(np.float32)

@@ -1,0 +1,73 @@
+"""EmoTalk's training losses, all masked so that padding never counts.
+
+    total = w_cross * MSE(cross, T) + w_self * MSE(self, A)
+          + w_velocity * (VEL(cross, T) + VEL(self, A)) / 2
+          + w_emotion * CE(logits_B, emotion_B)
+
+MSE is over the valid frames of the batch (every frame weighs the same, so a long clip counts
+more than a short one, as in the paper's per-frame objective); VEL is the MSE of frame
+differences x[t+1] - x[t] over pairs of valid frames: it penalises jitter and lag that a
+per-frame loss tolerates. CE ignores clips without a usable emotion label (IGNORE_LABEL).
+The weights live in the config ([loss]); training/README.md says why they are what they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from emotalk_core.model.emotalk import TrainingOutputs
+
+from .config import LossSection
+from .data import IGNORE_LABEL
+
+PARTS = ("cross", "self", "velocity", "emotion")
+
+
+def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B,) lengths -> (B, frames) bool, True on valid frames."""
+    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """pred, target (B, T, C); mean squared error over valid frames and all channels."""
+    mask = frame_mask(lengths, pred.shape[1]).to(pred.dtype)[..., None]  # (B, T, 1)
+    error = (pred - target).square() * mask
+    return error.sum() / (mask.sum() * pred.shape[2]).clamp(min=1)
+
+
+def velocity_loss(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor
+                  ) -> torch.Tensor:
+    """MSE of frame differences (B, T-1, C), over pairs of frames that are both valid."""
+    if pred.shape[1] < 2:
+        return pred.sum() * 0.0
+    dp = pred[:, 1:] - pred[:, :-1]
+    dt = target[:, 1:] - target[:, :-1]
+    return masked_mse(dp, dt, (lengths - 1).clamp(min=0))
+
+
+def emotion_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over clips with a label; 0 (with a graph) when no clip has one."""
+    valid = labels != IGNORE_LABEL
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_LABEL)
+
+
+def training_loss(out: TrainingOutputs, batch: dict[str, Any], w: LossSection
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted total and its (unweighted) parts, each a scalar tensor. Predictions are
+    taken in float32 whatever the autocast precision, so the loss is not rounded to bf16."""
+    cross, self_ = out.cross.float(), out.self_.float()
+    parts = {
+        "cross": masked_mse(cross, batch["target_cross"], batch["cross_frames"]),
+        "self": masked_mse(self_, batch["target_self"], batch["self_frames"]),
+        "velocity": 0.5 * (velocity_loss(cross, batch["target_cross"], batch["cross_frames"])
+                           + velocity_loss(self_, batch["target_self"], batch["self_frames"])),
+        "emotion": emotion_loss(out.emotion_logits, batch["emotion"]),
+    }
+    total = (w.cross * parts["cross"] + w.self * parts["self"] + w.velocity * parts["velocity"]
+             + w.emotion * parts["emotion"])
+    return total, parts

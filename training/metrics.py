@@ -1,0 +1,236 @@
+"""Evaluation metrics (DESIGN.md section 8), numpy only.
+
+- LVE (lip vertex error): per frame, the largest L2 distance over the lip-region vertices of a
+  head mesh driven by the predicted vs the true coefficients; mean over frames; mm on a
+  real-size head. EVE: the same over eye and brow vertices.
+- The same in coefficient space (no mesh needed): per frame, the largest absolute coefficient
+  error over the lip channel group (`mouth*`, `jaw*`) or the eye channel group (`eye*`, `brow*`);
+  mean over frames. Unit: blendshape weight (0..1).
+- Lip-closure AUC: with a phone per 30 fps frame, the probability that mouth aperture at an
+  open-vowel frame (AA AE AH AO AW AY) exceeds aperture at a bilabial frame (P B M); ties count
+  half. aperture = jawOpen - mouthClose + 0.5 mean(mouthLowerDown L/R) + 0.25 mean(mouthUpperUp
+  L/R). The audio-energy baseline scores log RMS per frame on the same frames.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import rankdata
+
+from emotalk_core.arkit import CHANNELS, INDEX, NUM_CHANNELS
+from emotalk_core.config import FPS, SAMPLE_RATE
+from emotalk_core.errors import EmoTalkError
+
+LIP_CHANNELS: tuple[int, ...] = tuple(
+    i for i, n in enumerate(CHANNELS) if n.startswith(("mouth", "jaw"))
+)
+EYE_CHANNELS: tuple[int, ...] = tuple(
+    i for i, n in enumerate(CHANNELS) if n.startswith(("eye", "brow"))
+)
+# The metric's phone classes (DESIGN.md section 8), ARPAbet without stress digits.
+OPEN_VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY"})
+BILABIALS = frozenset({"P", "B", "M"})
+
+
+class HeadError(EmoTalkError):
+    """A head-mesh file that cannot be used for mm metrics."""
+
+    code = -32602
+
+
+# -- coefficient space ----------------------------------------------------------------------------
+def max_channel_error(pred: np.ndarray, true: np.ndarray, channels: Sequence[int]) -> np.ndarray:
+    """pred, true (T, 52) -> (T,) largest absolute error over `channels` per frame."""
+    _check_pair(pred, true)
+    idx = list(channels)
+    return np.abs(pred[:, idx] - true[:, idx]).max(axis=1)
+
+
+def coefficient_lve(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(max_channel_error(pred, true, LIP_CHANNELS).mean())
+
+
+def coefficient_eve(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(max_channel_error(pred, true, EYE_CHANNELS).mean())
+
+
+def _check_pair(pred: np.ndarray, true: np.ndarray) -> None:
+    if pred.shape != true.shape or pred.ndim != 2 or pred.shape[1] != NUM_CHANNELS:
+        raise ValueError(f"expected two (T, {NUM_CHANNELS}) arrays, got {pred.shape} and "
+                         f"{true.shape}")
+
+
+# -- mesh space -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeadMesh:
+    """A linear blendshape head: vertices = base + sum_k w_k deltas[k], in mm."""
+
+    base: np.ndarray  # (V, 3)
+    deltas: np.ndarray  # (52, V, 3) in EmoTalk's channel order
+    lip_vertices: np.ndarray  # (L,) vertex indices
+    eye_vertices: np.ndarray  # (E,) vertex indices (eyes and brows)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> HeadMesh:
+        """Read an .npz with `base`, `deltas`, `lip_vertices`, `eye_vertices`; every problem is
+        a HeadError naming the file."""
+        file = Path(path)
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                arrays = {k: np.asarray(data[k]) for k in data.files}
+        except FileNotFoundError as exc:
+            raise HeadError(f"head mesh {file} does not exist") from exc
+        except Exception as exc:  # zip and format errors of several types
+            raise HeadError(f"head mesh {file} is not a readable .npz: {exc}") from exc
+        missing = [k for k in ("base", "deltas", "lip_vertices", "eye_vertices")
+                   if k not in arrays]
+        if missing:
+            raise HeadError(f"head mesh {file} lacks {', '.join(missing)}",
+                            "it needs base (V,3), deltas (52,V,3), lip_vertices, eye_vertices")
+        return cls.checked(arrays["base"], arrays["deltas"], arrays["lip_vertices"],
+                           arrays["eye_vertices"], str(file))
+
+    @classmethod
+    def checked(cls, base, deltas, lip_vertices, eye_vertices, label: str = "head mesh"
+                ) -> HeadMesh:
+        base = np.asarray(base, dtype=np.float64)
+        deltas = np.asarray(deltas, dtype=np.float64)
+        if base.ndim != 2 or base.shape[1] != 3:
+            raise HeadError(f"{label}: base has shape {base.shape}, expected (V, 3)")
+        if deltas.shape != (NUM_CHANNELS, *base.shape):
+            raise HeadError(f"{label}: deltas have shape {deltas.shape}, expected "
+                            f"({NUM_CHANNELS}, {base.shape[0]}, 3)")
+        if not (np.isfinite(base).all() and np.isfinite(deltas).all()):
+            raise HeadError(f"{label}: base or deltas hold NaN/infinite values")
+        regions = []
+        for name, idx in (("lip_vertices", lip_vertices), ("eye_vertices", eye_vertices)):
+            idx = np.asarray(idx)
+            if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+                raise HeadError(f"{label}: {name} must be a non-empty 1-D integer array")
+            if idx.min() < 0 or idx.max() >= base.shape[0]:
+                raise HeadError(f"{label}: {name} index out of range 0..{base.shape[0] - 1}")
+            regions.append(idx.astype(np.int64))
+        return cls(base, deltas, regions[0], regions[1])
+
+    def vertices(self, coeffs: np.ndarray) -> np.ndarray:
+        """coeffs (T, 52) -> vertex positions (T, V, 3) in mm."""
+        return self.base[None] + np.einsum("tk,kvc->tvc", coeffs, self.deltas)
+
+    def max_vertex_error(self, pred: np.ndarray, true: np.ndarray, region: np.ndarray
+                         ) -> np.ndarray:
+        """(T,) largest vertex distance over `region` per frame. Linear in the coefficients, so
+        the meshes' difference is the coefficient difference through the region's deltas."""
+        _check_pair(pred, true)
+        diff = np.einsum("tk,kvc->tvc", pred - true, self.deltas[:, region])  # (T, R, 3)
+        return np.sqrt(np.square(diff).sum(axis=2)).max(axis=1)
+
+
+def mesh_lve(head: HeadMesh, pred: np.ndarray, true: np.ndarray) -> float:
+    return float(head.max_vertex_error(pred, true, head.lip_vertices).mean())
+
+
+def mesh_eve(head: HeadMesh, pred: np.ndarray, true: np.ndarray) -> float:
+    return float(head.max_vertex_error(pred, true, head.eye_vertices).mean())
+
+
+# -- lip closure ----------------------------------------------------------------------------------
+def aperture(curves: np.ndarray) -> np.ndarray:
+    """(T, 52) -> (T,) mouth opening score."""
+    c = curves
+    return (c[:, INDEX["jawOpen"]] - c[:, INDEX["mouthClose"]]
+            + 0.5 * (c[:, INDEX["mouthLowerDownLeft"]] + c[:, INDEX["mouthLowerDownRight"]]) / 2
+            + 0.25 * (c[:, INDEX["mouthUpperUpLeft"]] + c[:, INDEX["mouthUpperUpRight"]]) / 2)
+
+
+def frame_log_rms(audio: np.ndarray, frames: int) -> np.ndarray:
+    """audio (S,) 16 kHz -> (frames,) log RMS of each 30 fps frame's samples (the energy
+    baseline); frames past the audio's end get the floor value."""
+    out = np.full(frames, math.log(1e-8))
+    edges = np.round(np.arange(frames + 1) * SAMPLE_RATE / FPS).astype(np.int64)
+    for i in range(frames):
+        chunk = audio[edges[i]: edges[i + 1]].astype(np.float64)
+        if chunk.size:
+            out[i] = math.log(math.sqrt(float(np.mean(chunk * chunk))) + 1e-8)
+    return out
+
+
+def phone_class(phone: str | None) -> str | None:
+    """"vowel", "bilabial" or None for an ARPAbet phone (stress digits ignored)."""
+    if not phone:
+        return None
+    base = phone.strip().upper().rstrip("012")
+    if base in OPEN_VOWELS:
+        return "vowel"
+    if base in BILABIALS:
+        return "bilabial"
+    return None
+
+
+def closure_frames(frame_phones: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of open-vowel frames and of bilabial frames."""
+    classes = [phone_class(p) for p in frame_phones]
+    vowels = np.array([i for i, c in enumerate(classes) if c == "vowel"], dtype=np.int64)
+    bilabials = np.array([i for i, c in enumerate(classes) if c == "bilabial"], dtype=np.int64)
+    return vowels, bilabials
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(positive score > negative score) + 0.5 P(equal): Mann-Whitney U / (n_pos n_neg) with
+    average ranks for ties. NaN when either side is empty."""
+    pos = np.asarray(positive, dtype=np.float64).ravel()
+    neg = np.asarray(negative, dtype=np.float64).ravel()
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([pos, neg]))
+    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
+    return float(u / (pos.size * neg.size))
+
+
+@dataclass
+class ClosureScores:
+    """Scores pooled over clips: for each scorer (model, baseline, ...) the values at open-vowel
+    and at bilabial frames."""
+
+    vowel: dict[str, list[np.ndarray]]
+    bilabial: dict[str, list[np.ndarray]]
+
+    @classmethod
+    def empty(cls) -> ClosureScores:
+        return cls({}, {})
+
+    def add(self, frame_phones: Sequence[str | None], scores: dict[str, np.ndarray]) -> None:
+        vowels, bilabials = closure_frames(frame_phones)
+        for name, values in scores.items():
+            self.vowel.setdefault(name, []).append(values[vowels])
+            self.bilabial.setdefault(name, []).append(values[bilabials])
+
+    def counts(self) -> tuple[int, int]:
+        first = next(iter(self.vowel), None)
+        if first is None:
+            return 0, 0
+        return (sum(a.size for a in self.vowel[first]),
+                sum(a.size for a in self.bilabial[first]))
+
+    def auc(self, name: str) -> float:
+        if name not in self.vowel:
+            return float("nan")
+        return auc(np.concatenate(self.vowel[name]), np.concatenate(self.bilabial[name]))
+
+
+def fallback_frame_phones(phones: Sequence[tuple[str, float, float]], num_frames: int,
+                          fps: float = FPS) -> list[str | None]:
+    """A phone owns the frames whose centres it covers (DESIGN.md section 8). Used only when
+    `training.align` cannot be imported (it needs pocketsphinx); the same rule."""
+    out: list[str | None] = [None] * num_frames
+    for phone, start, end in phones:
+        first = max(0, math.ceil(start * fps - 0.5))
+        last = min(num_frames, math.ceil(end * fps - 0.5))
+        for i in range(first, last):
+            out[i] = phone
+    return out
