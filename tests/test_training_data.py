@@ -310,3 +310,27 @@ def test_augmentation_is_seeded_and_sane():
         assert out.shape == audio.shape
         assert np.sqrt(np.mean(out**2)) == pytest.approx(rms, rel=1e-3)
     assert np.allclose(A.apply_gain(audio, 6.0206), audio * 2, atol=1e-5)
+
+
+def test_merge_keeps_only_the_chosen_splits_and_rejects_clashing_ids(tmp_path):
+    from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
+    from training.data import DataError, main, merge_manifests
+
+    def entry(clip, split):
+        return ManifestEntry(clip_id=clip, audio=tmp_path / f"{clip}.wav", split=split)
+
+    write_manifest(tmp_path / "a.jsonl", [entry("a1", "train"), entry("a2", "val")])
+    write_manifest(tmp_path / "b.jsonl", [entry("b1", "train"), entry("b2", "val"),
+                                          entry("b3", "test")])
+    merged = merge_manifests([str(tmp_path / "a.jsonl"), f"{tmp_path / 'b.jsonl'}:train"])
+    assert [(e.clip_id, e.split) for e in merged] == [("a1", "train"), ("a2", "val"),
+                                                      ("b1", "train")]
+    assert main(["merge", "--out", str(tmp_path / "m" / "manifest.jsonl"),
+                 str(tmp_path / "a.jsonl"), f"{tmp_path / 'b.jsonl'}:val,test"]) == 0
+    assert [e.clip_id for e in read_manifest(tmp_path / "m" / "manifest.jsonl")] == [
+        "a1", "a2", "b2", "b3"]
+    write_manifest(tmp_path / "c.jsonl", [entry("a1", "train")])
+    with pytest.raises(DataError, match="clip id 'a1' is in both"):
+        merge_manifests([str(tmp_path / "a.jsonl"), str(tmp_path / "c.jsonl")])
+    with pytest.raises(DataError, match="would be empty"):
+        merge_manifests([f"{tmp_path / 'a.jsonl'}:test"])

@@ -666,16 +666,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("check", help="validate every clip of a manifest")
     c.add_argument("--data", required=True, help="folder holding manifest.jsonl")
     c.add_argument("--config", default=None, help="training config (for data settings)")
+    m = sub.add_parser("merge", help="combine manifests (e.g. synthetic + real speech)")
+    m.add_argument("--out", required=True, help="manifest.jsonl to write")
+    m.add_argument("sources", nargs="+", metavar="MANIFEST[:SPLIT,...]",
+                   help="a manifest, optionally with the splits to take from it "
+                   "(data/real_speech/manifest.jsonl:train keeps its held-out clips out)")
     args = parser.parse_args(argv)
     try:
         if args.command == "build-3detf":
             return _cmd_build(args)
+        if args.command == "merge":
+            return _cmd_merge(args)
         return _cmd_check(args)
     except EmoTalkError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.detail != exc.message:
             print(f"  {exc.detail}", file=sys.stderr)
         return 2
+
+
+def merge_manifests(sources: Sequence[str]) -> list[ManifestEntry]:
+    """Entries of several manifests; `PATH:train,val` keeps only those splits of PATH. Clip ids
+    must stay unique across sources."""
+    entries: list[ManifestEntry] = []
+    origin: dict[str, str] = {}
+    for source in sources:
+        path, _, splits = source.partition(":")
+        keep = {s for s in splits.split(",") if s} or None
+        for entry in read_manifest(path):
+            if keep is not None and entry.split not in keep:
+                continue
+            if entry.clip_id in origin:
+                raise DataError(f"clip id {entry.clip_id!r} is in both {origin[entry.clip_id]} "
+                                f"and {path}; clip ids must be unique across merged manifests")
+            origin[entry.clip_id] = path
+            entries.append(entry)
+    if not entries:
+        raise DataError("the merged manifest would be empty; check the paths and splits")
+    return entries
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    entries = merge_manifests(args.sources)
+    write_manifest(args.out, entries)
+    counts: dict[str, int] = defaultdict(int)
+    for e in entries:
+        counts[e.split] += 1
+    print(f"wrote {args.out}: {len(entries)} clips ("
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
+    return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
