@@ -39,10 +39,12 @@ test: $(STAMP) $(LTS_STAMP)
 
 test-bpy: $(STAMP)
 	$(PY) -m pytest -m bpy -q tests/test_addon_bpy.py
+	$(PY) -m pytest -m bpy -q tests/test_bake.py
 	$(PY) -m pytest -m bpy -q tests/test_head.py
 
 test-bpy-lts: $(LTS_STAMP)
 	$(LTS_VENV)/bin/python -m pytest -m bpy -q tests/test_addon_bpy.py
+	$(LTS_VENV)/bin/python -m pytest -m bpy -q tests/test_bake.py
 
 # The quick default selection (no slow or bpy tests).
 test-fast: $(STAMP)

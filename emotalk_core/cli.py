@@ -76,6 +76,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="manifest.jsonl with emotion labels")
     p.add_argument("--split", default="train", help="manifest split to use (default train)")
     p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("bake", help="run the Blender add-on's Animate over .blend files (bpy)",
+                       description="Open each .blend in the bpy module, run the add-on's "
+                       "Animate from Audio on the target mesh and sound strips, save a copy.")
+    p.add_argument("blend", nargs="+", help=".blend files to bake (one progress bar; a failing "
+                   "file is reported at the end and the others go on)")
+    p.add_argument("--object", help="mesh to animate (default: the active object, else the only "
+                   "mesh with shape keys)")
+    p.add_argument("--strips", nargs="+", action="extend", metavar="NAME",
+                   help="'selected' (default), 'all' and/or strip names, baked together "
+                   "(put them after the files)")
+    p.add_argument("--audio", action="append", type=Path, metavar="FILE",
+                   help="add FILE as a sound strip and bake it; repeat to add files one after "
+                   "another")
+    p.add_argument("--frame", type=int, default=None,
+                   help="frame of the first --audio strip (default: the scene's current frame)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("-o", "--output", help="output .blend (one input only); default: "
+                     "<name>.emotalk.blend next to each input")
+    out.add_argument("--out-dir", help="write <name>.blend for each input into this folder")
+    out.add_argument("--in-place", action="store_true", help="overwrite the input files")
+    add_model_arguments(p)
+    add_control_arguments(p)
+    p.add_argument("--addon", type=Path, default=None,
+                   help="built extension zip to install (default: build it from the source tree)")
+    p.add_argument("--verbose", action="store_true", help="show Blender's own output")
+    p.set_defaults(func=cmd_bake)
     return parser
 
 
@@ -187,6 +214,31 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     names = compute_presets(args.model, args.manifest, split=args.split, device=args.device)
     print(f"stored {len(names)} presets in {args.model}: {', '.join(names)}")
+    return 0
+
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    from .bake import BakeSettings, bake_files, panel_values, plan_jobs
+
+    jobs = plan_jobs(args.blend, output=args.output, out_dir=args.out_dir,
+                     in_place=args.in_place)
+    controls = controls_from_args(args)
+    settings = BakeSettings(
+        panel=panel_values(controls), object_name=args.object, strips=tuple(args.strips or ()),
+        audio=tuple(args.audio or ()), frame=args.frame, model=args.model, device=args.device,
+        addon=args.addon, verbose=args.verbose)
+    batch = bake_files(jobs, settings, controls)
+    baked = len(batch.results) - len(batch.failures)
+    for failed in batch.failures:
+        print(f"emotalk: error: {failed.job.source}: {failed.error}", file=sys.stderr)
+    if batch.interrupted:
+        print(f"emotalk: interrupted; {baked} file(s) were baked and saved, the file being "
+              "baked was not written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if batch.failures:
+        print(f"emotalk: {len(batch.failures)} of {len(jobs)} file(s) failed; {baked} baked",
+              file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 

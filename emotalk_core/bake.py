@@ -1,0 +1,682 @@
+"""`emotalk bake`: the add-on's own Animate operator over .blend files, headless.
+
+    emotalk bake shot010.blend shot020.blend --model models/v1 --emotion happy
+    emotalk bake rig.blend --audio line1.wav --audio line2.wav --frame 101 -o take1.blend
+    emotalk bake shots/*.blend --strips all --out-dir baked/ --level 0.5
+
+Why it drives the add-on instead of calling `Predictor` and writing keys itself: one code path
+with the UI. The bake opens each file in the `bpy` module (PyPI, installed into this same
+environment), installs the add-on from its built extension zip into a private, temporary
+BLENDER_USER_RESOURCES, sets the scene's panel settings from the command line and runs
+`bpy.ops.emotalk.animate_from_audio()`. With `bpy.app.background` that operator runs
+synchronously, so strip windows, name mapping, resampling and the bulk key writer are exactly
+the ones an animator's button press uses. bpy is imported only inside functions here, so
+`emotalk_core` imports without it.
+
+Per file: open it; target = `--object`, else the active object when it is a mesh with shape
+keys, else the only mesh with shape keys (among several, the only one whose keys match ARKit
+channels); strips = the file's selected sound strips (`--strips selected`, the default),
+`--strips all`, or `--strips NAME...` (the words combine: `--strips selected Crowd`); `--audio
+FILE` adds a sound strip at `--frame N` (default: the scene's current frame) and bakes it;
+`--audio` given several times adds the files one after another on the timeline (each starts
+where the previous ends), so a rig plus a list of lines becomes one take. With `--audio` and no
+`--strips`, only the added strips are baked; with both, the union. The panel settings
+(emotion, intensity, style, post-processing) are set from the controls, whose defaults equal
+`emotalk predict`'s, and are saved with the output.
+
+Output: `<name>.emotalk.blend` next to each input by default (never the input itself); `-o
+OUT.blend` for one input; `--out-dir DIR` (DIR/<name>.blend); `--in-place` overwrites the input
+(Blender's .blend1 backup is not made). Every save goes to a hidden temporary file in the target
+folder and is renamed over the target only when complete, so an error or Ctrl-C never leaves a
+partial .blend. A batch shows one progress bar across files, goes on past a failing file,
+reports every failure at the end and exits with status 1 when any failed (130 after Ctrl-C; the
+first Ctrl-C stops the running backend request, the files finished so far stay written).
+
+The backend (`<python> -m emotalk_core serve`) is started once and reused for every file:
+EMOTALK_PYTHON (default: this interpreter), the model from `--model` (default EMOTALK_MODEL,
+else the packaged model), `--device` through the add-on's preferences.
+
+The same operator in a real Blender binary (its Python has no torch, so name the backend's):
+
+    EMOTALK_PYTHON=/path/to/.venv/bin/python EMOTALK_MODEL=/path/to/model \\
+      blender -b shot.blend --python-exit-code 1 --python-expr \\
+      "import bpy; bpy.ops.emotalk.animate_from_audio(); bpy.ops.wm.save_mainfile()"
+
+(with the extension installed in that Blender, the target mesh active and the strips selected as
+saved in the file; `--python-exit-code 1` makes a failed bake a non-zero exit status).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import importlib.util
+import io
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import AudioError, ControlError, EmoTalkError, OutputError
+
+OUTPUT_SUFFIX = ".emotalk.blend"
+ENV_PYTHON = "EMOTALK_PYTHON"  # the add-on's backend.ENV_PYTHON / ENV_MODEL
+ENV_MODEL = "EMOTALK_MODEL"
+ADDON_NAME = "emotalk"  # the extension id; enabled as "bl_ext.<repo>.emotalk"
+OPERATOR_CLASS = "EMOTALK_OT_animate_from_audio"
+STRIPS_SELECTED, STRIPS_ALL = "selected", "all"
+_REPORT_LINE = re.compile(r"^Info: EmoTalk: (.*)$", re.MULTILINE)
+
+
+class SceneError(EmoTalkError):
+    """A .blend that cannot be baked as asked: unreadable, no target, no strips, a failed bake."""
+
+
+class SetupError(EmoTalkError):
+    """bpy or the add-on is not available, so no file can be baked."""
+
+
+# -- what to do -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileJob:
+    """One input .blend and where its baked copy goes."""
+
+    source: Path
+    output: Path
+
+
+@dataclass(frozen=True)
+class BakeSettings:
+    """Everything but the files. `panel` holds the add-on's scene settings (`panel_values`)."""
+
+    panel: dict[str, Any]
+    object_name: str | None = None
+    strips: tuple[str, ...] = ()  # () = the default: selected strips, or the added ones
+    audio: tuple[Path, ...] = ()
+    frame: int | None = None
+    model: str = "default"
+    device: str = "auto"
+    python: str = ""  # "" = EMOTALK_PYTHON, else this interpreter
+    addon: Path | None = None  # a built extension zip; None = build it from the source tree
+    verbose: bool = False
+
+
+@dataclass
+class FileResult:
+    job: FileJob
+    summary: str = ""
+    error: str | None = None
+
+
+@dataclass
+class BatchResult:
+    results: list[FileResult] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failures(self) -> list[FileResult]:
+        return [r for r in self.results if r.error is not None]
+
+
+def plan_jobs(inputs: Sequence[str | os.PathLike], output: str | None = None,
+              out_dir: str | None = None, in_place: bool = False) -> list[FileJob]:
+    """Output paths for every input, checked before any work: a batch that would overwrite an
+    input or write two results to one path fails at once, not after an hour of baking."""
+    sources = [Path(p).expanduser().absolute() for p in inputs]
+    if not sources:
+        raise OutputError("no .blend files given")
+    if sum(bool(x) for x in (output, out_dir, in_place)) > 1:
+        raise OutputError("choose one of -o, --out-dir and --in-place")
+    if output and len(sources) > 1:
+        raise OutputError(f"-o names one output, but {len(sources)} files were given; "
+                          "use --out-dir DIR for a batch")
+    jobs = [FileJob(s, _output_for(s, output, out_dir, in_place)) for s in sources]
+    _check_outputs(jobs, in_place)
+    return jobs
+
+
+def _output_for(source: Path, output: str | None, out_dir: str | None, in_place: bool) -> Path:
+    if in_place:
+        return source
+    if output:
+        return Path(output).expanduser().absolute()
+    if out_dir:
+        return Path(out_dir).expanduser().absolute() / source.name
+    name = source.name[: -len(".blend")] if source.name.endswith(".blend") else source.stem
+    return source.with_name(name + OUTPUT_SUFFIX)
+
+
+def _check_outputs(jobs: list[FileJob], in_place: bool) -> None:
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        out = job.output
+        if out.suffix != ".blend":
+            raise OutputError(f"output {out} must end in .blend")
+        if not out.parent.is_dir():
+            raise OutputError(f"folder {out.parent} does not exist; create it first")
+        if not in_place and _same_file(out, job.source):
+            raise OutputError(f"output {out} is the input file; use --in-place to overwrite it")
+        if out in seen:
+            raise OutputError(f"{seen[out]} and {job.source} would both be written to {out}")
+        seen[out] = job.source
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    with contextlib.suppress(OSError):
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    return False
+
+
+# -- controls -> the add-on's panel ---------------------------------------------------------------
+PANEL_PRESETS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+PANEL_PERSONS = 24  # the panel's Style field: 0..23
+PANEL_MAX_SEED = 2**31 - 1  # Blender's IntProperty is a signed 32-bit int
+
+
+def panel_values(controls) -> dict[str, Any]:
+    """`EMOTALK_PG_settings` values for `inference.Controls`. Raises ControlError for what the
+    panel cannot hold (more than two styles, a preset outside its list), rather than baking
+    something other than what was asked."""
+    from .postprocess import PostProcess
+
+    emotion = controls.emotion
+    values: dict[str, Any] = {"emotion_source": emotion.source,
+                              "strength": float(emotion.strength), "level": float(controls.level)}
+    if emotion.source == "preset":
+        if emotion.preset not in PANEL_PRESETS:
+            raise ControlError(f"the add-on's panel has no emotion preset {emotion.preset!r}; "
+                               f"it offers {', '.join(PANEL_PRESETS)}")
+        values["preset"] = emotion.preset
+    if emotion.source == "reference":
+        reference = Path(emotion.reference).expanduser().absolute()
+        if not reference.is_file():
+            raise AudioError(f"reference clip not found: {reference}")
+        values["reference"] = str(reference)
+    values.update(_person_values(controls))
+    post = controls.postprocess or PostProcess(smooth=False, blinks=False, clamp=False)
+    if post.seed > PANEL_MAX_SEED:
+        raise ControlError(f"--seed {post.seed} is too large for the panel (at most "
+                           f"{PANEL_MAX_SEED})")
+    values.update(smooth=post.smooth, blinks=post.blinks, seed=post.seed, clamp=post.clamp,
+                  mouth_amplitude=float(post.mouth_amplitude))
+    return values
+
+
+def _person_values(controls) -> dict[str, Any]:
+    """One style, or a two-style mix as (first, second, second's share)."""
+    weights = controls.person_weights or {controls.person: 1.0}
+    used = sorted((p, float(w)) for p, w in weights.items() if w > 0)
+    for person, _ in used:
+        if not 0 <= person < PANEL_PERSONS:
+            raise ControlError(f"person {person} is out of range; the panel has styles "
+                               f"0..{PANEL_PERSONS - 1}")
+    if len(used) > 2:
+        raise ControlError(f"the add-on mixes at most two styles; --person-weights names "
+                           f"{len(used)}")
+    if len(used) == 1:
+        return {"person": used[0][0], "use_second_person": False}
+    (first, w1), (second, w2) = used
+    return {"person": first, "use_second_person": True, "second_person": second,
+            "person_mix": w2 / (w1 + w2)}
+
+
+def canonical_controls(controls) -> dict[str, Any]:
+    """What determines the curves, in one comparable form: no postprocess = all steps off,
+    style weights normalised, the seed only when blinks are on, absolute reference path."""
+    from .postprocess import PostProcess
+
+    emotion = controls.emotion
+    post = controls.postprocess or PostProcess(smooth=False, blinks=False, clamp=False)
+    weights = controls.person_weights or {controls.person: 1.0}
+    total = sum(weights.values())
+    data = {"emotion_source": emotion.source, "strength": emotion.strength,
+            "level": controls.level,
+            "persons": {int(p): w / total for p, w in weights.items() if w > 0},
+            **{k: v for k, v in asdict(post).items() if k != "seed" or post.blinks}}
+    if emotion.source == "preset":
+        data["preset"] = emotion.preset
+    if emotion.source == "reference":
+        data["reference"] = str(Path(emotion.reference).expanduser().absolute())
+    return data
+
+
+def controls_differences(wanted, got) -> list[str]:
+    """Names of the settings where `got` differs from `wanted` (floats to 1e-6: the panel
+    stores float32)."""
+    a, b = canonical_controls(wanted), canonical_controls(got)
+    return [k for k in sorted(a.keys() | b.keys()) if not _close(a.get(k), b.get(k))]
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+    return a == b
+
+
+# -- bpy and the add-on ---------------------------------------------------------------------------
+def load_bpy():
+    """The bpy module. A first import gets a private, temporary BLENDER_USER_RESOURCES, so the
+    extension installed for the bake never touches the user's own Blender configuration."""
+    if "bpy" not in sys.modules:
+        if importlib.util.find_spec("bpy") is None:
+            raise SetupError(
+                f"the bpy module is not installed in {sys.executable}",
+                "pip install 'emotalk-blender[blender]' (bpy 5.0.1, Python 3.11), or run the "
+                "add-on inside Blender: blender -b FILE.blend --python-expr "
+                "\"import bpy; bpy.ops.emotalk.animate_from_audio()\"")
+        user = tempfile.mkdtemp(prefix="emotalk-blender-user-")
+        atexit.register(shutil.rmtree, user, ignore_errors=True)
+        os.environ["BLENDER_USER_RESOURCES"] = user
+    import bpy
+
+    return bpy
+
+
+def enabled_addon(bpy) -> str | None:
+    """The module name of an enabled EmoTalk add-on whose operator is registered, if any."""
+    if not hasattr(bpy.types, OPERATOR_CLASS):
+        return None
+    for addon in bpy.context.preferences.addons:
+        if addon.module == ADDON_NAME or addon.module.endswith("." + ADDON_NAME):
+            return addon.module
+    return None
+
+
+def ensure_addon(bpy, zip_path: Path | None = None) -> str:
+    """The enabled add-on's module name, installing the extension zip first when needed (the
+    zip given, else one built from the source tree by build_addon.py)."""
+    found = enabled_addon(bpy)
+    if found:
+        return found
+    with tempfile.TemporaryDirectory(prefix="emotalk-addon-") as tmp:
+        path = zip_path or build_addon_zip(Path(tmp))
+        if not path.is_file():
+            raise SetupError(f"add-on zip not found: {path}")
+        try:
+            with blender_output([]):
+                bpy.ops.extensions.package_install_files(
+                    filepath=str(path), repo="user_default", enable_on_install=True)
+        except RuntimeError as exc:
+            raise SetupError(f"cannot install the add-on {path}: {operator_message(exc)}") \
+                from exc
+    found = enabled_addon(bpy)
+    if not found:
+        raise SetupError(f"installed {path}, but the EmoTalk add-on did not register")
+    return found
+
+
+def build_addon_zip(out_dir: Path) -> Path:
+    """Build the extension zip with the repository's build_addon.py (quietly)."""
+    script = Path(__file__).resolve().parents[1] / "build_addon.py"
+    if not script.is_file():
+        raise SetupError("the add-on sources are not next to emotalk_core (an installed wheel?)",
+                         "pass --addon emotalk-<version>.zip (made by build_addon.py)")
+    spec = importlib.util.spec_from_file_location("_emotalk_build_addon", script)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            spec.loader.exec_module(module)
+            return Path(module.build(out_dir))
+    except SystemExit as exc:  # build_addon reports its failures with sys.exit(message)
+        raise SetupError(f"cannot build the add-on: {exc.code}") from exc
+
+
+def addon_module(addon: str, name: str):
+    """One of the add-on's own modules (strips, operators, backend, ...)."""
+    return sys.modules.get(f"{addon}.{name}") or importlib.import_module(f"{addon}.{name}")
+
+
+def operator_message(exc: RuntimeError) -> str:
+    """The report of a failed `bpy.ops` call without Blender's prefixes."""
+    text = re.sub(r"^Operator bpy\.ops\.[\w.]+\.poll\(\)\s*", "", str(exc).strip())
+    lines = [re.sub(r"^(Error|Warning):\s*", "", line).strip() for line in text.splitlines()]
+    return "; ".join(line for line in lines if line) or "failed"
+
+
+@contextlib.contextmanager
+def blender_output(sink: list[str]) -> Iterator[None]:
+    """Keep what Blender prints on file descriptor 1 (C stdio: reports, "Read blend" log lines)
+    off the terminal while it works, so the one progress bar stays readable; the text is
+    appended to `sink` (the bake's summary is read from it)."""
+    with contextlib.suppress(ValueError, OSError):
+        sys.stdout.flush()
+    _flush_c_stdio()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 1)
+        try:
+            yield
+        finally:
+            _flush_c_stdio()
+            os.dup2(saved, 1)
+            os.close(saved)
+            capture.seek(0)
+            sink.append(capture.read().decode("utf-8", errors="replace"))
+
+
+def _flush_c_stdio() -> None:
+    with contextlib.suppress(Exception):  # no C library handle (Windows): Blender flushes itself
+        ctypes.CDLL(None).fflush(None)
+
+
+# -- one file -------------------------------------------------------------------------------------
+def open_blend(bpy, path: Path, log: list[str]) -> None:
+    if not path.is_file():
+        raise SceneError(f"file not found: {path}")
+    try:
+        with blender_output(log):
+            bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
+    except RuntimeError as exc:
+        raise SceneError(f"cannot open {path.name}: {operator_message(exc)}") from exc
+
+
+def _has_keys(obj) -> bool:
+    key = obj.data.shape_keys if obj.type == "MESH" else None
+    return key is not None and len(key.key_blocks) > 1
+
+
+def pick_target(bpy, addon: str, name: str | None):
+    """`name`, else the active mesh with shape keys, else the only one (preferring meshes
+    whose keys match ARKit channels); made active, as the operator bakes the active object."""
+    layer = bpy.context.view_layer
+    if name:
+        obj = bpy.data.objects.get(name)
+        if obj is None:
+            raise SceneError(f"no object named '{name}'")
+        if obj.type != "MESH" or not _has_keys(obj):
+            raise SceneError(f"'{name}' is not a mesh with shape keys")
+        if layer.objects.get(name) is None:
+            raise SceneError(f"'{name}' is not in the view layer '{layer.name}'")
+    else:
+        obj = _auto_target(layer, addon)
+    layer.objects.active = obj
+    return obj
+
+
+def _auto_target(layer, addon: str):
+    active = layer.objects.active
+    if active is not None and _has_keys(active):
+        return active
+    keyed = [o for o in layer.objects if _has_keys(o)]
+    if len(keyed) > 1:
+        mapping = addon_module(addon, "operators").object_mapping
+        keyed = [o for o in keyed if mapping(o)] or keyed
+    if len(keyed) == 1:
+        return keyed[0]
+    if not keyed:
+        raise SceneError("no mesh with shape keys in the scene")
+    names = ", ".join(sorted(o.name for o in keyed))
+    raise SceneError(f"several meshes with shape keys ({names}); choose one with --object")
+
+
+def add_audio(bpy, scene, addon: str, files: Sequence[Path], frame: int | None,
+              log: list[str]) -> list[str]:
+    """One sound strip per file with the add-on's Add Audio operator, one after another from
+    `frame` (default: the current frame). Returns the new strips' names."""
+    strips = addon_module(addon, "strips")
+    saved_frame = scene.frame_current
+    scene.frame_current = saved_frame if frame is None else frame
+    added = []
+    try:
+        for path in files:
+            run_operator(bpy.ops.emotalk.add_audio, log, f"cannot add {path}: ",
+                         filepath=str(path))
+            strip = strips.selected_sound_strips(scene)[0]  # the operator selects only it
+            added.append(strip.name)
+            scene.frame_current = strips.right_handle(strip)
+    finally:
+        scene.frame_current = saved_frame
+    return added
+
+
+def chosen_strips(scene, addon: str, spec: Sequence[str], adding: bool) -> list[str]:
+    """Names of the strips `--strips` asks for: each word is 'selected' (the file's selected
+    sound strips; the default unless audio is being added), 'all', or a strip's name."""
+    collection = addon_module(addon, "strips").strip_collection(scene)
+    sounds = [s for s in (collection or []) if s.type == "SOUND"]
+    names: list[str] = []
+    for word in spec or ([] if adding else [STRIPS_SELECTED]):
+        if word == STRIPS_SELECTED:
+            names += [s.name for s in sounds if s.select]
+        elif word == STRIPS_ALL:
+            names += [s.name for s in sounds]
+        else:
+            names.append(_named_strip(collection, word).name)
+    return list(dict.fromkeys(names))
+
+
+def select_strips(scene, addon: str, names: Sequence[str]) -> None:
+    """Select exactly `names` among the sound strips: the operator bakes the selected ones."""
+    if not names:
+        raise SceneError("no sound strip to bake: none is selected in the file "
+                         "(use --strips all, --strips NAME or --audio FILE)")
+    collection = addon_module(addon, "strips").strip_collection(scene)
+    for strip in collection or []:
+        if strip.type == "SOUND":
+            strip.select = strip.name in names
+
+
+def _named_strip(collection, name: str):
+    strip = collection.get(name) if collection is not None else None
+    if strip is None:
+        raise SceneError(f"no strip named '{name}' in the scene's sequencer")
+    if strip.type != "SOUND":
+        raise SceneError(f"strip '{name}' is not a sound strip")
+    return strip
+
+
+def apply_panel(scene, values: dict[str, Any]) -> None:
+    settings = scene.emotalk
+    for key, value in values.items():
+        try:
+            setattr(settings, key, value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ControlError(f"the add-on's panel refuses {key}={value!r}: {exc}") from exc
+
+
+def check_panel(scene, addon: str, controls) -> None:
+    """The panel, read back the way the operator reads it, must give the requested controls:
+    Blender clamps out-of-range values silently, and this catches any drift between the CLI
+    and the add-on."""
+    from .inference import Controls
+
+    applied = Controls.from_dict(addon_module(addon, "properties").controls_from(scene.emotalk))
+    diff = controls_differences(controls, applied)
+    if diff:
+        raise ControlError(f"the add-on's panel cannot hold these settings as given: "
+                           f"{', '.join(diff)}")
+
+
+def run_operator(op, log: list[str], prefix: str = "", **kwargs: Any) -> None:
+    """Call an operator; an error report, a failed poll or a cancel is a SceneError."""
+    try:
+        with blender_output(log):
+            result = op(**kwargs)
+    except RuntimeError as exc:
+        raise SceneError(prefix + operator_message(exc)) from exc
+    if "FINISHED" not in result:
+        said = re.findall(r"^(?:Warning|Error): (.*)$", log[-1], re.MULTILINE)
+        raise SceneError(prefix + (said[-1] if said else f"{op.idname_py()} was cancelled"))
+
+
+def animate(bpy, log: list[str]) -> str:
+    """Run the add-on's Animate operator; returns its summary line."""
+    run_operator(bpy.ops.emotalk.animate_from_audio, log)
+    found = _REPORT_LINE.findall(log[-1])
+    return found[-1] if found else "animated"
+
+
+def save_atomic(bpy, target: Path, log: list[str]) -> None:
+    """Write the open file to `target` through a hidden temporary file in the same folder, then
+    rename it: the target is either the old file or the complete new one. Relative paths are
+    remapped to the target's folder."""
+    temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.emotalk-tmp.blend")
+    try:
+        with blender_output(log):
+            bpy.ops.wm.save_as_mainfile(filepath=str(temp), copy=True, check_existing=False,
+                                        relative_remap=True)
+        os.replace(temp, target)
+    except RuntimeError as exc:
+        raise SceneError(f"cannot save {target}: {operator_message(exc)}") from exc
+    except OSError as exc:
+        raise SceneError(f"cannot save {target}: {exc}") from exc
+    finally:
+        for leftover in (temp, temp.with_name(temp.name + "1"), Path(f"{temp}@")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a file: stop the batch without saving that file."""
+
+
+def bake_one(bpy, addon: str, job: FileJob, settings: BakeSettings,
+             stop: _StopFlag) -> FileResult:
+    log: list[str] = []
+    try:
+        open_blend(bpy, job.source, log)
+        scene = bpy.context.scene
+        pick_target(bpy, addon, settings.object_name)
+        names = chosen_strips(scene, addon, settings.strips, bool(settings.audio))
+        names += add_audio(bpy, scene, addon, settings.audio, settings.frame, log)
+        select_strips(scene, addon, names)
+        apply_panel(scene, settings.panel)
+        summary = animate(bpy, log)
+        if stop.requested:
+            raise Interrupted
+        save_atomic(bpy, job.output, log)
+    finally:
+        if settings.verbose:
+            sys.stderr.write("".join(log))
+    return FileResult(job, summary)
+
+
+# -- the batch ------------------------------------------------------------------------------------
+class _StopFlag:
+    """Ctrl-C handling for the batch. The first SIGINT marks the batch to stop and ends the
+    backend's running request (by stopping the backend), so the operator returns at once and
+    nothing is written for that file; a second SIGINT interrupts at once."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.requested = False
+        self._installed = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        with contextlib.suppress(ValueError):  # not the main thread: Ctrl-C works as usual
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous or signal.SIG_DFL)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        backend = self.session.backend
+        if backend is not None:
+            with contextlib.suppress(OSError):
+                backend.client.process.terminate()
+
+
+@contextlib.contextmanager
+def backend_environment(bpy, addon: str, settings: BakeSettings) -> Iterator[None]:
+    """Point the add-on at the backend: EMOTALK_PYTHON / EMOTALK_MODEL (which win over its
+    preferences) and the preferences' device; restored afterwards, and the backend stopped."""
+    model = settings.model
+    if model != "default":
+        model = str(Path(model).expanduser().absolute())
+    python = settings.python or os.environ.get(ENV_PYTHON, "").strip() or sys.executable
+    saved = {k: os.environ.get(k) for k in (ENV_PYTHON, ENV_MODEL)}
+    prefs = bpy.context.preferences.addons[addon].preferences
+    saved_device = prefs.device
+    os.environ[ENV_PYTHON], os.environ[ENV_MODEL] = python, model
+    prefs.device = settings.device
+    try:
+        yield
+    finally:
+        addon_module(addon, "backend").SESSION.close()
+        with contextlib.suppress(ReferenceError):
+            prefs.device = saved_device
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_inputs(settings: BakeSettings) -> None:
+    """Failures that would hit every file, found before the first one."""
+    from .checkpoint import resolve_model_dir
+
+    resolve_model_dir(settings.model)  # raises ModelError for a missing folder
+    for path in settings.audio:
+        if not Path(path).is_file():
+            raise AudioError(f"audio file not found: {path}")
+    if settings.frame is not None and not settings.audio:
+        raise ControlError("--frame places --audio strips; give --audio FILE too")
+
+
+def bake_files(jobs: Sequence[FileJob], settings: BakeSettings, controls) -> BatchResult:
+    """Bake every job with one backend and one progress bar; a failing file is recorded and
+    the batch goes on. Raises only for problems that would fail every file (no bpy, no
+    add-on, settings the panel cannot hold)."""
+    from tqdm import tqdm
+
+    check_inputs(settings)
+    bpy = load_bpy()
+    addon = ensure_addon(bpy, settings.addon)
+    apply_panel(bpy.context.scene, settings.panel)  # refuse bad settings before any file
+    check_panel(bpy.context.scene, addon, controls)
+    batch = BatchResult()
+    session = addon_module(addon, "backend").SESSION
+    bar = tqdm(total=len(jobs), desc="baking", unit="file", file=sys.stderr,
+               disable=not sys.stderr.isatty())
+    with bar, backend_environment(bpy, addon, settings), _StopFlag(session) as stop:
+        for job in jobs:
+            failed = len(batch.failures)
+            bar.set_postfix_str(job.source.name + (f", {failed} failed" if failed else ""))
+            result = _bake_guarded(bpy, addon, job, settings, stop)
+            if result is None:
+                batch.interrupted = True
+                break
+            batch.results.append(result)
+            if result.error is None:
+                tqdm.write(f"baked {job.source} -> {job.output}: {result.summary}",
+                           file=sys.stdout)
+            bar.update(1)
+    return batch
+
+
+def _bake_guarded(bpy, addon: str, job: FileJob, settings: BakeSettings,
+                  stop: _StopFlag) -> FileResult | None:
+    """One file; its failure becomes the result's error. None: the batch was interrupted."""
+    try:
+        return bake_one(bpy, addon, job, settings, stop)
+    except Interrupted:
+        return None
+    except EmoTalkError as exc:
+        error = exc.message if not exc.detail or exc.detail == exc.message \
+            else f"{exc.message} ({exc.detail})"
+    except Exception as exc:  # a bug or an unexpected bpy error: report it, go on
+        error = f"internal error: {type(exc).__name__}: {exc}"
+    if stop.requested:
+        return None
+    return FileResult(job, error=error)
