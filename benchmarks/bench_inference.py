@@ -9,7 +9,8 @@ Run from the repository root:
 Cases (see benchmarks/README.md):
   a  full-size architecture (two wav2vec2-large encoders, XLSR-53 layout, random weights) through
      `Predictor.predict`, on 10 s and on 10 minutes of audio;
-  b  the compact model (`CompactEncoderConfig()` for both encoders) on 10 s and 10 minutes;
+  b  the compact model (`compact_model_config()`: the default model's recipe) on 10 s and 10
+     minutes;
   c  the baseline: the same full-size model run the way the released code runs it (one pass over
      the whole clip, eager attention with every attention map kept, `nn.TransformerDecoder` with
      the full (4, T, T) biased mask and (T, T) cross mask), on the longest clip that fits
@@ -127,12 +128,7 @@ def peak_rss_bytes() -> int:
 def build_model(kind: str):
     import torch
 
-    from emotalk_core.config import (
-        PRESET_NAMES,
-        CompactEncoderConfig,
-        ModelConfig,
-        Wav2Vec2EncoderConfig,
-    )
+    from emotalk_core.config import ModelConfig, Wav2Vec2EncoderConfig, compact_model_config
     from emotalk_core.model import EmoTalk
 
     if kind == "full":
@@ -142,12 +138,7 @@ def build_model(kind: str):
             name="bench-full-size",
         )
     elif kind == "compact":
-        config = ModelConfig(
-            content_encoder=CompactEncoderConfig(),
-            emotion_encoder=CompactEncoderConfig(),
-            emotion_labels=PRESET_NAMES,
-            name="bench-compact",
-        )
+        config = compact_model_config(name="bench-compact")
     else:
         raise ValueError(kind)
     torch.manual_seed(SEED)
@@ -310,6 +301,35 @@ class ReleaseStyle:
         return values, logits
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(fn, repeats: int, name: str):
+    """Run `fn` `repeats` times. Returns the result, wall and CPU seconds of the fastest run, all
+    wall times, and the cores other processes used on average during the fastest run."""
+    best = None
+    times = []
+    for i in range(repeats):
+        if repeats > 1:
+            log(f"{name}: run {i + 1} of {repeats}")
+        busy = machine_busy_seconds()
+        start, cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        others = max(0.0, (machine_busy_seconds() - busy - cpu) / elapsed)
+        times.append(elapsed)
+        if best is None or elapsed < best[1]:
+            best = (result, elapsed, cpu, others)
+        del result
+    result, elapsed, cpu, others = best
+    return result, elapsed, cpu, times, others
+
+
 def worker(spec: dict) -> dict:
     import numpy as np
     import torch
@@ -317,6 +337,7 @@ def worker(spec: dict) -> dict:
     torch.set_num_threads(THREADS)
     torch.manual_seed(SEED)
     name, mode, kind, seconds = spec["name"], spec["mode"], spec["model"], spec["seconds"]
+    repeats = int(spec.get("repeats", 1))
     log(f"{name}: synthesising {seconds:g} s of audio")
     audio = synth_speech(seconds)
     warm = audio[:SAMPLE_RATE].copy()
@@ -334,9 +355,8 @@ def worker(spec: dict) -> dict:
         run_predict(predictor, warm, verbose=False)
         static = rss_bytes()
         log(f"{name}: timed Predictor.predict on {seconds:g} s")
-        start, cpu = time.perf_counter(), time.process_time()
-        prediction = run_predict(predictor, audio, verbose=seconds > 30)
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        prediction, elapsed, cpu, times, others = timed(
+            lambda: run_predict(predictor, audio, verbose=seconds > 30), repeats, name)
         frames = prediction.frames
         extra["finite"] = bool(np.isfinite(prediction.values).all())
     elif mode == "encoders":
@@ -344,9 +364,8 @@ def worker(spec: dict) -> dict:
         run_encoders(model, warm, verbose=False)
         static = rss_bytes()
         log(f"{name}: timed encoders alone on {seconds:g} s in windows of {ONE_PASS_FRAMES}")
-        start, cpu = time.perf_counter(), time.process_time()
-        run_encoders(model, audio, verbose=True)
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        _, elapsed, cpu, times, others = timed(lambda: run_encoders(model, audio, verbose=True),
+                                       repeats, name)
         frames = math.ceil(audio.shape[0] / SAMPLE_RATE * FPS)
     elif mode == "release":
         release = ReleaseStyle(model)
@@ -357,9 +376,8 @@ def worker(spec: dict) -> dict:
         estimate = attention_map_bytes(frames)
         log(f"{name}: timed release-style predict on {seconds:g} s ({frames} frames; "
             f"estimated kept maps {estimate / GB:.2f} GB per encoder)")
-        start, cpu = time.perf_counter(), time.process_time()
-        values, logits = release.predict(audio, verbose=True)
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        (values, logits), elapsed, cpu, times, others = timed(
+            lambda: release.predict(audio, verbose=repeats == 1), repeats, name)
         extra["estimated_maps_gb"] = estimate / GB
         extra["finite"] = bool(np.isfinite(values).all())
         if spec.get("check"):
@@ -375,10 +393,15 @@ def worker(spec: dict) -> dict:
 
     peak = peak_rss_bytes()
     result = {
+        "load_avg_1min_after": os.getloadavg()[0],
         **spec,
         "frames": frames,
         "time_s": elapsed,
         "cpu_s": cpu,
+        "cpu_per_wall": cpu / elapsed,
+        "times_s": times,
+        "others_cores": others,
+        "rtf_cpu": seconds / (cpu / THREADS),
         "rtf": seconds / elapsed,
         "peak_gb": peak / GB,
         "static_gb": static / GB,
@@ -421,30 +444,35 @@ def plan(args) -> list[dict]:
     if "a" in wanted:
         cases += [
             {"name": "a-full-10s", "group": "a", "model": "full", "mode": "predict",
-             "seconds": 10.0, "label": "full-size, ours (Predictor)"},
+             "seconds": 10.0, "label": "full-size, ours (Predictor)", "repeats": 3},
             {"name": "a-full-long", "group": "a", "model": "full", "mode": "predict",
              "seconds": long_s, "label": "full-size, ours (Predictor)"},
         ]
     if "b" in wanted:
         cases += [
             {"name": "b-compact-10s", "group": "b", "model": "compact", "mode": "predict",
-             "seconds": 10.0, "label": "compact, ours (Predictor)"},
+             "seconds": 10.0, "label": "compact, ours (Predictor)", "repeats": 3},
             {"name": "b-compact-long", "group": "b", "model": "compact", "mode": "predict",
-             "seconds": long_s, "label": "compact, ours (Predictor)"},
+             "seconds": long_s, "label": "compact, ours (Predictor)", "repeats": 3},
         ]
     if "c" in wanted:
         seconds, budget = baseline_seconds(cap)
         log(f"baseline length: {seconds} s ({frames_for(seconds)} frames, estimated kept maps "
             f"{attention_map_bytes(frames_for(seconds)) / GB:.2f} GB; cap {budget:.1f} GB)")
         half = max(1, seconds // 2)
+
+        def need(secs: float) -> float:  # model, kept maps + one layer's temporaries, margin
+            return 4.5 + 1.15 * attention_map_bytes(frames_for(secs)) / GB
+
         cases += [
             {"name": "c-release-10s", "group": "c", "model": "full", "mode": "release",
-             "seconds": 10.0, "label": "BASELINE full-size, release-style"},
+             "seconds": 10.0, "label": "BASELINE full-size, release-style", "repeats": 3},
             {"name": "c-release-half", "group": "c", "model": "full", "mode": "release",
              "seconds": float(half), "label": "BASELINE full-size, release-style",
-             "check": True},
+             "check": True, "need_gb": need(half)},
             {"name": "c-release-max", "group": "c", "model": "full", "mode": "release",
-             "seconds": float(seconds), "label": "BASELINE full-size, release-style"},
+             "seconds": float(seconds), "label": "BASELINE full-size, release-style",
+             "need_gb": need(seconds)},
             {"name": "c-ours-max", "group": "c", "model": "full", "mode": "predict",
              "seconds": float(seconds), "label": "full-size, ours (Predictor)"},
         ]
@@ -452,13 +480,42 @@ def plan(args) -> list[dict]:
         cases.append({"name": "d-encoders-long", "group": "d", "model": "full",
                       "mode": "encoders", "seconds": long_s,
                       "label": f"full-size encoders alone ({ONE_PASS_FRAMES}-frame windows)"})
+    # b and c first; a and d last and side by side, so that the two 10-minute runs compared by
+    # the full-pipeline / encoders-alone ratio see the machine in about the same state.
+    cases.sort(key=lambda c: "bcad".index(c["group"]))
     for case in cases:
         case["long"] = case["seconds"] == long_s
     log(f"{len(cases)} cases; long clip = {long_label}")
     return cases
 
 
+def wait_for_quiet(max_wait: float) -> None:
+    """Wait (at most `max_wait` seconds) until other processes use under 0.25 cores."""
+    if max_wait <= 0:
+        return
+    deadline = time.monotonic() + max_wait
+    noted = 0.0
+    while True:
+        busy, start = machine_busy_seconds(), time.monotonic()
+        time.sleep(3.0)
+        cores = (machine_busy_seconds() - busy) / (time.monotonic() - start)
+        if cores < 0.25:
+            return
+        if time.monotonic() > deadline:
+            log(f"machine still busy ({cores:.2f} cores used by others); going ahead")
+            return
+        if time.monotonic() - noted > 30:
+            log(f"waiting for a quiet machine ({cores:.2f} cores used by others)")
+            noted = time.monotonic()
+
+
 def run_case(spec: dict) -> dict:
+    need = spec.get("need_gb")
+    if need and mem_available_bytes() / GB < need:
+        reason = (f"skipped: needs about {need:.0f} GB, only "
+                  f"{mem_available_bytes() / GB:.1f} GB available now")
+        log(f"{spec['name']}: {reason}")
+        return {**spec, "error": reason}
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS),
                 "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"})
@@ -478,7 +535,7 @@ def run_case(spec: dict) -> dict:
 
 
 def fmt_seconds(seconds: float) -> str:
-    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
+    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 30 == 0 else f"{seconds:g} s"
 
 
 def derive(results: list[dict], quick: bool) -> tuple[list[str], list[str], dict]:
@@ -523,10 +580,13 @@ def derive(results: list[dict], quick: bool) -> tuple[list[str], list[str], dict
             t = frames_for(seconds)
             fit = static + lin * t + q * t * t
             maps = attention_map_bytes(t) / GB
+            floor = static + maps
+            fit = max(fit, floor)
             derived[f"release_extrapolated_peak_gb_{int(seconds)}s"] = fit
             lines.append(f"release-style extrapolated peak for {fmt_seconds(seconds)} ({t} frames):"
-                         f" {fit:.0f} GB (fit through the two measured release-style peaks; "
-                         f"the kept maps alone are {maps:.0f} GB per encoder)")
+                         f" {fit:.0f} GB (quadratic fit through the two measured release-style "
+                         f"peaks, at least the model plus one encoder's kept maps: "
+                         f"{static:.1f} + {maps:.0f} GB)")
     elif base:
         t = frames_for(RELEASE_REFERENCE_SECONDS)
         q = (base["peak_gb"] - base["static_gb"]) / base["frames"] ** 2
@@ -537,9 +597,12 @@ def derive(results: list[dict], quick: bool) -> tuple[list[str], list[str], dict
     full, enc = by.get("a-full-long"), by.get("d-encoders-long")
     if full and enc:
         ratio = full["time_s"] / enc["time_s"]
+        cpu_ratio = full["cpu_s"] / enc["cpu_s"]
         derived["full_over_encoders"] = ratio
+        derived["full_over_encoders_cpu"] = cpu_ratio
         lines.append(f"{fmt_seconds(full['seconds'])}: full pipeline {full['time_s']:.1f} s / "
-                     f"encoders alone {enc['time_s']:.1f} s = {ratio:.3f}")
+                     f"encoders alone {enc['time_s']:.1f} s = {ratio:.3f} (in CPU seconds: "
+                     f"{full['cpu_s']:.1f} / {enc['cpu_s']:.1f} = {cpu_ratio:.3f})")
         checks.append(f"{verdict(ratio <= TARGET_FULL_OVER_ENCODERS)}  full-size "
                       f"{fmt_seconds(full['seconds'])} within {TARGET_FULL_OVER_ENCODERS}x of the "
                       f"encoders' own cost: {ratio:.3f}x{suffix}")
@@ -561,7 +624,7 @@ def derive(results: list[dict], quick: bool) -> tuple[list[str], list[str], dict
 
 def table(results: list[dict]) -> str:
     head = (f"{'case':<17} {'what':<52} {'audio':>8} {'frames':>7} {'compute s':>10} "
-            f"{'RTF':>8} {'peak GB':>8} {'model GB':>9}")
+            f"{'RTF':>8} {'peak GB':>8} {'model GB':>9} {'cpu/wall':>8} {'others':>6} {'runs':>4}")
     rows = [head, "-" * len(head)]
     for r in results:
         what = r["label"]
@@ -572,7 +635,8 @@ def table(results: list[dict]) -> str:
         rtf = f"{r['rtf']:.1f}" if r["rtf"] >= 10 else f"{r['rtf']:.3f}"
         rows.append(f"{r['name']:<17} {what:<52} {fmt_seconds(r['seconds']):>8} "
                     f"{r['frames']:>7} {r['time_s']:>10.2f} {rtf:>8} {r['peak_gb']:>8.2f} "
-                    f"{r['static_gb']:>9.2f}")
+                    f"{r['static_gb']:>9.2f} {r['cpu_per_wall']:>8.2f} {r['others_cores']:>6.2f} "
+                    f"{len(r['times_s']):>4}")
     return "\n".join(rows)
 
 
@@ -586,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-cap-gb", type=float, default=None,
                         help="cap on the baseline's estimated kept attention maps (default 12, "
                              "1.5 with --quick)")
+    parser.add_argument("--max-wait-idle", type=float, default=600.0, metavar="SECONDS",
+                        help="before each case, wait up to this long for other processes to "
+                             "leave the CPU (default 600; 0: do not wait)")
     parser.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -598,7 +665,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = []
     for i, spec in enumerate(cases, 1):
-        log(f"[{i}/{len(cases)}] {spec['name']}: {spec['label']}, {fmt_seconds(spec['seconds'])}")
+        log(f"[{i}/{len(cases)}] {spec['name']}: {spec['label']}, {fmt_seconds(spec['seconds'])}"
+            f" (load average {os.getloadavg()[0]:.2f})")
+        wait_for_quiet(args.max_wait_idle)
         results.append(run_case(spec))
     lines, checks, derived = derive(results, args.quick)
 
@@ -611,7 +680,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{' (--quick)' if args.quick else ''}")
     print("RTF = seconds of audio per second of compute (>1 faster than real time); peak GB = "
           "peak resident memory of the case's own process; model GB = resident after building "
-          "the model and a warm-up, before the timed run. GB = 1e9 bytes.\n")
+          "the model and a warm-up, before the timed run; cpu/wall = process CPU seconds per "
+          "second of the timed run (2.00 = both cores busy; less: waiting, or the machine was "
+          "shared); others = cores that other processes used on average meanwhile (0.00: the "
+          "machine was ours); runs > 1: the fastest of that many timed runs. GB = 1e9 bytes.\n")
     print(table(results))
     print()
     for line in lines:
