@@ -374,8 +374,9 @@ def build(out: str | os.PathLike[str], sources: Iterable[str], seed: int = 0,
           ) -> list[ManifestEntry]:  # fmt: skip
     """Download, align and label `sources` into `out`; returns the manifest entries.
     `limit` keeps the first N clips of each source (quick checks)."""
-    root = Path(out)
-    cache_dir = Path(cache) if cache else root / ".cache"
+    # Absolute: the download tools run in other working folders.
+    root = Path(out).resolve()
+    cache_dir = Path(cache).resolve() if cache else root / ".cache"
     split_of = {**DEFAULT_SPLITS, **(splits or {})}
     clips: list[RawClip] = []
     problems: dict[str, str] = {}
