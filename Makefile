@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 $(LTS_STAMP): pyproject.toml
 	test -x $(LTS_VENV)/bin/python || $(PYTHON) -m venv $(LTS_VENV)
 	$(LTS_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(LTS_VENV)/bin/python -m pip install --quiet torch==2.13.0 bpy==$(LTS_BPY) pytest
+	$(LTS_VENV)/bin/python -m pip install --quiet torch==2.13.0 bpy==$(LTS_BPY) pytest matplotlib
 	$(LTS_VENV)/bin/python -m pip install --quiet -e .
 	touch $(LTS_STAMP)
 
@@ -41,10 +41,12 @@ test-bpy: $(STAMP)
 	$(PY) -m pytest -m bpy -q tests/test_addon_bpy.py
 	$(PY) -m pytest -m bpy -q tests/test_bake.py
 	$(PY) -m pytest -m bpy -q tests/test_head.py
+	$(PY) -m pytest -m bpy -q tests/test_demo.py
 
 test-bpy-lts: $(LTS_STAMP)
 	$(LTS_VENV)/bin/python -m pytest -m bpy -q tests/test_addon_bpy.py
 	$(LTS_VENV)/bin/python -m pytest -m bpy -q tests/test_bake.py
+	$(LTS_VENV)/bin/python -m pytest -m bpy -q tests/test_demo.py
 
 # The quick default selection (no slow or bpy tests).
 test-fast: $(STAMP)
@@ -53,8 +55,9 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# `make demo MODEL=runs/x/model` runs it with another model folder.
 demo: $(STAMP)
-	$(VENV)/bin/emotalk demo
+	$(VENV)/bin/emotalk demo $(if $(MODEL),--model $(MODEL))
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_inference.py

@@ -103,6 +103,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="built extension zip to install (default: build it from the source tree)")
     p.add_argument("--verbose", action="store_true", help="show Blender's own output")
     p.set_defaults(func=cmd_bake)
+
+    p = sub.add_parser("demo", help="bake a bundled speech clip onto the demo head (bpy)",
+                       description="Animate a bundled clip of real speech on the procedural "
+                       "demo head with two contrasting settings through the add-on (as `emotalk "
+                       "bake`); write the .blend scenes, a rendered contact sheet, a plot of "
+                       "the curves and the curves as .npy/.csv.")
+    add_model_arguments(p)
+    p.add_argument("--out", type=Path, default=Path("demo_output"),
+                   help="output folder (default demo_output)")
+    p.add_argument("--audio", type=Path, default=None, metavar="FILE",
+                   help="animate FILE instead of the bundled clip (CMU ARCTIC arctic_a0007)")
+    p.add_argument("--settings", nargs="+", default=(), metavar="NAME",
+                   help="one row per name: a preset of the model (neutral, happy, sad, ...) or "
+                   "'speech' (emotion from the clip); default: neutral happy")
+    p.add_argument("--tile", type=int, default=256, help="contact-sheet tile size in pixels "
+                   "(default 256)")
+    p.add_argument("--columns", type=int, default=7, help="frames per setting on the contact "
+                   "sheet (default 7)")
+    p.add_argument("--head", choices=("low", "medium", "high"), default="medium",
+                   help="head mesh resolution (default medium, about 14k vertices)")
+    p.add_argument("--addon", type=Path, default=None,
+                   help="built extension zip to install (default: build it from the source tree)")
+    p.add_argument("--verbose", action="store_true", help="show Blender's own output")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -239,6 +263,22 @@ def cmd_bake(args: argparse.Namespace) -> int:
         print(f"emotalk: {len(batch.failures)} of {len(jobs)} file(s) failed; {baked} baked",
               file=sys.stderr)
         return EXIT_ERROR
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_demo, summary
+
+    options = DemoOptions(
+        model=args.model, device=args.device, out=args.out, audio=args.audio,
+        settings=tuple(args.settings), tile=args.tile, columns=args.columns,
+        resolution=args.head, addon=args.addon, verbose=args.verbose)
+    try:
+        result = run_demo(options, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"emotalk: interrupted; the demo in {args.out} is incomplete", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary(result))
     return 0
 
 

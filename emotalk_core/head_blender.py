@@ -193,17 +193,19 @@ def _label(bpy, cam, text: str):
     return label
 
 
-def _render_rgb(bpy, scene, path: Path) -> np.ndarray:
-    """Render the scene to `path` and read it back as (H, W, 3) uint8, top row first."""
+def render_rgb(bpy, scene, path: Path) -> np.ndarray:
+    """Render the scene's current frame to `path` and read it back as (H, W, 3) uint8, top row
+    first."""
     scene.render.filepath = str(path)
     bpy.ops.render.render(write_still=True)
     image = bpy.data.images.load(str(path))
-    w, h = image.size
-    pixels = np.empty(w * h * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    bpy.data.images.remove(image)
-    rgb = (pixels.reshape(h, w, 4)[::-1, :, :3] * 255.0 + 0.5).astype(np.uint8)
-    return rgb
+    try:
+        w, h = image.size
+        pixels = np.empty(w * h * 4, np.float32)
+        image.pixels.foreach_get(pixels)
+    finally:
+        bpy.data.images.remove(image)
+    return (pixels.reshape(h, w, 4)[::-1, :, :3] * 255.0 + 0.5).astype(np.uint8)
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> Path:
@@ -253,7 +255,7 @@ def render_contact_sheet(
         for i, (text, values) in enumerate(tiles):
             set_key_values(obj, values)
             label = _label(bpy, cam, text)
-            rgb = _render_rgb(bpy, scene, Path(tmp) / f"tile{i:03d}.png")
+            rgb = render_rgb(bpy, scene, Path(tmp) / f"tile{i:03d}.png")
             bpy.data.objects.remove(label)
             r, c = divmod(i, columns)
             sheet[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = rgb
