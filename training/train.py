@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -687,6 +688,15 @@ class Trainer:
         return torch.stack([torch.as_tensor(v).double().cpu() for v in values])
 
     # .. the end ..
+    def _release_ddp(self) -> None:
+        """Free DDP's reducer while the process group is alive and idle. Freed later, from a
+        destructor that holds the GIL, the group's last reference goes with it and gloo's
+        worker threads are joined while one of them waits for the GIL: a deadlock at exit."""
+        if self.dist.world > 1:
+            self.module = None
+            gc.collect()
+            torch.distributed.barrier()
+
     def finish(self, result: RunResult) -> None:
         """Gather skipped clips, write skipped.json, close the process group, and (main process)
         compute the exported model's emotion presets."""
@@ -696,6 +706,7 @@ class Trainer:
         result.skipped = [D.Skipped(k, v) for k, v in sorted(merged.items())]
         if self.writer is not None:
             self.writer.close()
+        self._release_ddp()
         self.dist.close()
         if not self.dist.main:
             return
