@@ -105,9 +105,10 @@ def client(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def long_wav(tmp_path_factory) -> Path:
-    """120 s of audio: the tiny model needs a few seconds, so a cancel lands mid-request."""
+    """10 minutes of audio: even on a quiet machine the tiny model needs several seconds (about
+    0.8 s per 2 minutes here), so a cancel lands mid-request and progress has time to repeat."""
     path = tmp_path_factory.mktemp("long") / "long.wav"
-    sf.write(path, speechlike(120.0, seed=5), 16000, subtype="PCM_16")
+    sf.write(path, speechlike(600.0, seed=5), 16000, subtype="PCM_16")
     return path
 
 
