@@ -156,11 +156,4 @@ CLASSES = (EMOTALK_PT_main, EMOTALK_PT_target, EMOTALK_PT_audio, EMOTALK_PT_emot
            EMOTALK_PT_style, EMOTALK_PT_postprocess)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
