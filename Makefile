@@ -8,7 +8,8 @@ LTS_BPY := 4.5.15
 LTS_VENV := .venv-bpy45
 LTS_STAMP := $(LTS_VENV)/.installed
 
-.PHONY: setup test test-fast test-bpy test-bpy-lts lint demo bench addon synth real-speech clean
+.PHONY: setup test test-fast test-bpy test-bpy-lts lint demo bench addon synth real-speech \
+	default-model clean
 
 setup: $(STAMP)
 
@@ -70,6 +71,11 @@ synth: $(STAMP)
 
 real-speech: $(STAMP)
 	$(PY) -m training.real_speech --out data/real_speech --seed 0
+
+# Rebuild emotalk_core/weights/default from scratch: data, training, evaluation, export (about
+# an hour and a half on 2 CPU cores; emotalk_core/weights/README.md).
+default-model: $(STAMP)
+	$(PY) -m training.default_model
 
 clean:
 	rm -rf $(VENV) $(LTS_VENV) dist build *.egg-info

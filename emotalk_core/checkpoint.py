@@ -95,9 +95,11 @@ def save_model(
     model: EmoTalk,
     presets: dict[str, torch.Tensor] | None = None,
     metadata: dict[str, Any] | None = None,
+    storage_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write a model folder. Files are written under temporary names and renamed at the end, so
-    an interrupted save never leaves a half-written model."""
+    an interrupted save never leaves a half-written model. `storage_dtype` (torch.float16)
+    stores the floating-point weights at half size; loading always builds a float32 network."""
     from safetensors.torch import save_file
 
     out = Path(directory)
@@ -112,7 +114,7 @@ def save_model(
     }
     staged: list[tuple[Path, Path]] = []
     try:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        state = {k: _stored(v, storage_dtype) for k, v in model.state_dict().items()}
         weights = _staged(out, WEIGHTS_FILE, lambda p: save_file(state, p))
         staged.append((weights, out / WEIGHTS_FILE))
         if presets:
@@ -132,6 +134,13 @@ def save_model(
     if not presets:
         (out / PRESETS_FILE).unlink(missing_ok=True)
     return out
+
+
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    tensor = tensor.detach().cpu()
+    if dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(dtype)
+    return tensor.contiguous()
 
 
 def _staged(folder: Path, name: str, write) -> Path:

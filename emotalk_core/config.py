@@ -35,6 +35,9 @@ class Wav2Vec2EncoderConfig:
         return hash(json.dumps(self.wav2vec2, sort_keys=True))
 
 
+FEATURE_NORMS = ("frame", "utterance")
+
+
 @dataclass(frozen=True)
 class CompactEncoderConfig:
     """Log-mel features, a strided convolution to 50 Hz, interpolation to the output frame rate,
@@ -52,6 +55,17 @@ class CompactEncoderConfig:
     pos_conv_kernel: int = 15
     dropout: float = 0.1
     kind: str = "compact"
+    # How log-mel frames are normalised before the convolutions:
+    # - "frame": per frame across mel bins (a LayerNorm). Discards each frame's loudness.
+    # - "utterance": each bin minus its mean over the clip, divided by one scale per clip, then
+    #   a learned per-bin affine. Keeps the loudness contour (closures are quiet) and removes the
+    #   recording channel's fixed colouring, which is what differs between voices and rooms.
+    feature_norm: str = "frame"
+
+    def __post_init__(self) -> None:
+        if self.feature_norm not in FEATURE_NORMS:
+            raise ModelError(f"compact encoder config: feature_norm must be one of "
+                             f"{', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")
 
     @property
     def output_dim(self) -> int:
@@ -159,14 +173,16 @@ def _encoder_from_dict(data: Any, what: str) -> EncoderConfig:
 
 
 def compact_model_config(name: str = "emotalk-compact") -> ModelConfig:
-    """The compact recipe: a lean content encoder, a small emotion encoder (emotion is slow-
-    varying and utterance-level), 20 s windows. The paper's fusion and decoder (5.6 M
-    multiply-adds per frame) dominate its cost; this runs over 200x faster than real time on two
-    CPU cores."""
-    content = CompactEncoderConfig(conv_channels=128, hidden_size=128, num_layers=2,
-                                   num_heads=4, ffn_size=512)
+    """The compact recipe (training/configs/compact.toml, the default model's): a content
+    encoder of three 192-d layers, a small emotion encoder (emotion is slow-varying and
+    utterance-level), the paper's fusion and decoder at half width (384 = 256 + 96 + 16 + 16),
+    20 s windows, utterance-normalised log-mel features."""
+    content = CompactEncoderConfig(conv_channels=192, hidden_size=192, num_layers=3,
+                                   num_heads=4, ffn_size=768, feature_norm="utterance")
     emotion = CompactEncoderConfig(conv_channels=64, hidden_size=64, num_layers=1, num_heads=2,
-                                   ffn_size=128)
+                                   ffn_size=128, feature_norm="utterance")
+    decoder = DecoderConfig(feature_dim=384, heads=4, ffn_size=768)
     return ModelConfig(content_encoder=content, emotion_encoder=emotion,
-                       emotion_labels=PRESET_NAMES, name=name, window_frames=600,
-                       window_overlap_frames=60)
+                       emotion_labels=PRESET_NAMES, decoder=decoder, content_dim=256,
+                       emotion_query_dim=96, level_dim=16, person_dim=16, name=name,
+                       window_frames=600, window_overlap_frames=60)

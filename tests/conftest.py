@@ -27,9 +27,9 @@ def tiny_wav2vec2_fields(hidden: int = 64) -> dict:
     }  # fmt: skip
 
 
-def tiny_compact() -> CompactEncoderConfig:
+def tiny_compact(feature_norm: str = "frame") -> CompactEncoderConfig:
     return CompactEncoderConfig(n_mels=40, conv_channels=32, hidden_size=32, num_layers=2,
-                                num_heads=2, ffn_size=64)
+                                num_heads=2, ffn_size=64, feature_norm=feature_norm)
 
 
 @pytest.fixture
@@ -42,6 +42,14 @@ def tiny_wav2vec2_config() -> ModelConfig:
 def tiny_compact_config() -> ModelConfig:
     return ModelConfig(content_encoder=tiny_compact(), emotion_encoder=tiny_compact(),
                        emotion_labels=("neutral", "happy", "sad"), name="tiny-compact")
+
+
+@pytest.fixture
+def tiny_compact_utterance_config() -> ModelConfig:
+    """The default model's feature normalisation (per-utterance statistics)."""
+    enc = tiny_compact("utterance")
+    return ModelConfig(content_encoder=enc, emotion_encoder=enc,
+                       emotion_labels=("neutral", "happy", "sad"), name="tiny-compact-utt")
 
 
 def speechlike(seconds: float, seed: int = 0, sr: int = 16000) -> np.ndarray:

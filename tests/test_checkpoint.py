@@ -45,6 +45,20 @@ def test_save_and_load_round_trip_with_presets(tmp_path, tiny_compact_config):
         "config.json", "model.safetensors", "presets.safetensors"]
 
 
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(tmp_path,
+                                                                    tiny_compact_config):
+    net = _net(tiny_compact_config)
+    full = ckpt.save_model(tmp_path / "full", net)
+    half = ckpt.save_model(tmp_path / "half", net, storage_dtype=torch.float16)
+    size = {f: (f / ckpt.WEIGHTS_FILE).stat().st_size for f in (full, half)}
+    assert size[half] < 0.55 * size[full]
+    loaded = ckpt.load_model(half).model
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    reference, out = _run(net), _run(loaded)
+    assert not torch.equal(out, reference)  # the weights really were rounded
+    torch.testing.assert_close(out, reference, atol=2e-3 * float(reference.abs().max()), rtol=0)
+
+
 def test_missing_and_wrong_paths(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         ckpt.load_model(tmp_path / "nope")

@@ -15,7 +15,7 @@ from emotalk_core.model import wav2vec2 as wav2vec2_module
 from emotalk_core.model.decoder import DecoderLayer
 from emotalk_core.model.masks import alibi_slopes, periodic_causal_bias
 
-from .conftest import speechlike
+from .conftest import speechlike, tiny_compact
 
 
 def test_channel_order_is_emotalks():
@@ -106,7 +106,8 @@ def _batch(clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return audio, lengths
 
 
-@pytest.mark.parametrize("kind", ["tiny_wav2vec2_config", "tiny_compact_config"])
+@pytest.mark.parametrize(
+    "kind", ["tiny_wav2vec2_config", "tiny_compact_config", "tiny_compact_utterance_config"])
 def test_clip_alone_equals_clip_in_padded_batch(kind, request):
     torch.manual_seed(0)
     net = _randomize_head(EmoTalk(request.getfixturevalue(kind)))
@@ -123,6 +124,27 @@ def test_clip_alone_equals_clip_in_padded_batch(kind, request):
             torch.testing.assert_close(batched[i, :t], alone[0], atol=2e-5, rtol=1e-4)
             assert torch.all(batched[i, t:] == 0)
             torch.testing.assert_close(batched_logits[i], logits[0], atol=2e-5, rtol=1e-4)
+
+
+def test_utterance_normalisation_keeps_loudness_and_drops_the_channel():
+    from emotalk_core.model.compact import CompactBackbone
+
+    norms = {kind: CompactBackbone(tiny_compact(kind)).eval() for kind in ("frame", "utterance")}
+    mel = torch.randn(1, 50, 40)
+    mel[:, 25:] = mel[:, :25] - 6.0  # the same spectra, 6 nepers quieter
+    valid = torch.ones(1, 50, dtype=torch.bool)
+    with torch.no_grad():
+        frame = norms["frame"].normalise(mel, valid)
+        utterance = norms["utterance"].normalise(mel, valid)
+        # a fixed channel colouring (a gain per mel bin) changes nothing per utterance
+        coloured = norms["utterance"].normalise(mel + torch.linspace(-3, 3, 40), valid)
+    torch.testing.assert_close(frame[:, 25:], frame[:, :25])  # per frame: loudness is gone
+    quieter = (utterance[:, :25] - utterance[:, 25:]).mean()
+    assert quieter > 1.0  # per utterance: the quiet half stays quiet
+    torch.testing.assert_close(coloured, utterance, atol=1e-4, rtol=1e-4)
+    assert utterance.mean().abs() < 1e-4 and (utterance.square().mean() - 1).abs() < 1e-3
+    with pytest.raises(ModelError, match="feature_norm must be one of"):
+        tiny_compact("batch")
 
 
 def test_blockwise_conv_front_end_is_exact(monkeypatch, tiny_wav2vec2_config):

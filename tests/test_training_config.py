@@ -62,6 +62,12 @@ def test_typos_are_errors_naming_key_and_file(tmp_path, text, words):
     ("[model]\npretrained_content = \"x\"", ["need encoder = \"wav2vec2\""]),
     ("[augment]\nsnr_db = [30.0, 10.0]", ["low <= high"]),
     ("[train\n", ["not valid TOML"]),
+    ("[data]\noversample = { \"asterisk-\" = 0 }", ["data.oversample counts must be integers"]),
+    ("[data]\noversample = 3", ["data.oversample must be a table"]),
+    ("[augment]\nspeed_factor = [0.2, 1.0]", ["augment.speed_factor must be"]),
+    ("[augment]\nlowpass_hz = [3000.0, 9000.0]", ["augment.lowpass_hz must be"]),
+    ("[augment]\nspeed_probability = 2.0", ["augment.speed_probability must be within"]),
+    ("[model.content_encoder]\nfeature_norm = \"batch\"", ["feature_norm must be one of"]),
 ])
 def test_bad_values_are_errors(tmp_path, text, words):
     path = _write(tmp_path, text)

@@ -3,6 +3,7 @@ bucketed batching, collation and augmentation."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -256,6 +257,44 @@ def test_long_clips_are_cropped_on_the_frame_grid(tmp_path):
     assert np.array_equal(full_curves[start // 1600 * 3:][:15], sample.target_self)
 
 
+def test_oversampled_clips_come_back_as_distinct_copies(corpus):
+    clips = clips_of(corpus)
+    prefix = clips[1].clip_id
+    cfg = DataSection(oversample={prefix: 3, "no-such-source-": 5})
+    dataset = D.PairDataset(clips, cfg, PRESET_NAMES, seed=0, augment_cfg=AugmentSection(
+        noise_probability=1.0))
+    assert dataset.repeats() == [3 if c.clip_id.startswith(prefix) else 1 for c in clips]
+    keys, lengths = dataset.epoch_items()
+    n = len(clips)
+    assert len(keys) == n + 2 * sum(c.clip_id.startswith(prefix) for c in clips)
+    assert {k % n for k in keys} == set(range(n)) and len(set(keys)) == len(keys)
+    assert lengths == [dataset.lengths()[k % n] for k in keys]
+    copies = [dataset[(0, 0, 1 + r * n)] for r in range(3)]
+    assert {c.clip_id for c in copies} == {clips[1].clip_id}
+    assert not np.array_equal(copies[0].audio_a, copies[1].audio_a)  # own noise per copy
+    batches = D.BucketBatches(lengths, 4, 2, seed=0, keys=keys)
+    drawn = [k[2] for batch in itertools.islice(batches.iterate(0, 0),
+                                                batches.batches_per_epoch()) for k in batch]
+    assert sorted(drawn) == sorted(keys)  # every copy once per epoch
+
+
+def test_speed_perturbation_moves_audio_and_curves_together(tmp_path):
+    manifest = make_corpus(tmp_path, persons=1, contents=1, val_contents=0, seconds=(2.0, 2.2))
+    cfg = DataSection(max_seconds=10.0, cross_pairs=False)
+    clips = clips_of(manifest, cfg=cfg)
+    plain = D.PairDataset(clips, cfg, PRESET_NAMES, seed=0, augment_cfg=AugmentSection(
+        enabled=False))
+    fast = D.PairDataset(clips, cfg, PRESET_NAMES, seed=0, augment_cfg=AugmentSection(
+        gain_db=(0.0, 0.0), noise_probability=0.0, eq_probability=0.0, reverb_probability=0.0,
+        speed_probability=1.0, speed_factor=(1.25, 1.25)))
+    a, b = plain[(0, 0, 0)], fast[(0, 0, 0)]
+    assert b.audio_a.size == round(a.audio_a.size / 1.25)
+    assert b.target_self.shape[0] == num_frames(b.audio_a.size)
+    np.testing.assert_allclose(b.target_self[[0, -1]], a.target_self[[0, -1]], atol=1e-6)
+    mid = b.target_self.shape[0] // 2  # frame t of the fast clip is frame 1.25 t of the original
+    np.testing.assert_allclose(b.target_self[mid], a.target_self[round(mid * 1.25)], atol=0.05)
+
+
 # -- batching -------------------------------------------------------------------------------------
 def test_bucketed_batches_cover_each_clip_once_and_shard_evenly():
     lengths = np.random.default_rng(0).uniform(1, 10, 53)
@@ -310,6 +349,29 @@ def test_augmentation_is_seeded_and_sane():
         assert out.shape == audio.shape
         assert np.sqrt(np.mean(out**2)) == pytest.approx(rms, rel=1e-3)
     assert np.allclose(A.apply_gain(audio, 6.0206), audio * 2, atol=1e-5)
+
+
+def test_band_limit_and_speed_change():
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(16000).astype(np.float32)
+    limited = A.lowpass(noise, 3400.0)
+    spectrum = np.abs(np.fft.rfft(limited)) ** 2
+    freqs = np.fft.rfftfreq(limited.size, 1 / 16000)
+    assert spectrum[freqs > 4500].sum() < 1e-3 * spectrum[freqs < 3000].sum()
+    assert np.sqrt(np.mean(limited**2)) == pytest.approx(np.sqrt(np.mean(noise**2)), rel=1e-3)
+    tone = np.sin(2 * np.pi * 200 * np.arange(16000) / 16000).astype(np.float32)
+    faster = A.change_speed(tone, 1.1)
+    assert faster.size == round(16000 / 1.1) and faster.dtype == np.float32
+    peak = np.argmax(np.abs(np.fft.rfft(faster))) * 16000 / faster.size
+    assert peak == pytest.approx(220, abs=2)  # pitch rises with speed
+    curves = np.linspace(0, 1, 31, dtype=np.float32)[:, None].repeat(52, 1)
+    stretched = A.stretch_curves(curves, 41)
+    assert stretched.shape == (41, 52) and stretched[0, 0] == 0 and stretched[-1, 0] == 1
+    assert np.all(np.diff(stretched[:, 0]) > 0)
+    cfg = AugmentSection(lowpass_probability=1.0, lowpass_hz=(3000.0, 3000.0), gain_db=(0, 0),
+                         noise_probability=0.0, eq_probability=0.0, reverb_probability=0.0)
+    np.testing.assert_allclose(A.augment(noise, cfg, np.random.default_rng(1)),
+                               A.lowpass(noise, 3000.0), atol=1e-6)
 
 
 def test_merge_keeps_only_the_chosen_splits_and_rejects_clashing_ids(tmp_path):

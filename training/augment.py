@@ -1,4 +1,5 @@
-"""On-the-fly audio augmentation: gain, noise at a random SNR, spectral tilt EQ, short reverb.
+"""On-the-fly audio augmentation: gain, noise at a random SNR, spectral tilt EQ, short reverb,
+band limiting; and speed perturbation of audio with its curves (`change_speed`, `stretch_curves`).
 
 Why: the targets (face motion) do not change when the recording chain does, so the network
 should not either. Users feed the add-on laptop microphones, phone recordings and roomy
@@ -12,7 +13,8 @@ resumed run continues exactly.
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import fftconvolve
+import soxr
+from scipy.signal import butter, fftconvolve, sosfiltfilt
 
 from emotalk_core.config import SAMPLE_RATE
 
@@ -38,10 +40,14 @@ def augment(audio: np.ndarray, cfg: AugmentSection, rng: np.random.Generator) ->
     gain = rng.uniform(*cfg.gain_db)
     seed = int(rng.integers(2**31))
     noise_rng = np.random.default_rng(seed)
+    use_lowpass = rng.random() < cfg.lowpass_probability
+    cutoff = rng.uniform(*cfg.lowpass_hz)
     if use_reverb:
         out = reverb(out, rt60, wet, noise_rng)
     if use_eq:
         out = spectral_tilt(out, tilt)
+    if use_lowpass:
+        out = lowpass(out, cutoff)
     if use_noise:
         out = add_noise(out, snr, noise_rng)
     return apply_gain(out, gain)
@@ -74,6 +80,38 @@ def spectral_tilt(audio: np.ndarray, db_per_octave: float, pivot_hz: float = 100
     gain_db[0] = 0.0
     out = np.fft.irfft(spectrum * 10.0 ** (gain_db / 20.0), n)
     return _match_rms(out, audio)
+
+
+def lowpass(audio: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    """An 8th-order Butterworth low-pass (zero phase): the band of a phone line or a cheap
+    recorder. The signal's RMS is kept."""
+    sos = butter(8, cutoff_hz, btype="low", fs=SAMPLE_RATE, output="sos")
+    padding = min(audio.shape[0] - 1, 3 * (2 * sos.shape[0] + 1))
+    if padding < 1:
+        return audio
+    out = sosfiltfilt(sos, audio.astype(np.float64), padlen=padding)
+    return _match_rms(out, audio)
+
+
+def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """audio (S,) played `factor` times faster: (round(S / factor),) samples, pitch and formants
+    scaled by `factor` (a resampling, as tape speed would)."""
+    out = soxr.resample(audio.astype(np.float32), SAMPLE_RATE * factor, SAMPLE_RATE)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def stretch_curves(curves: np.ndarray, frames: int) -> np.ndarray:
+    """curves (T, C) linearly resampled in time to (frames, C), ends kept aligned to the clip's
+    ends (frame t sits at time t / fps in both)."""
+    source = curves.shape[0]
+    if frames == source:
+        return curves
+    if source == 1 or frames == 1:
+        return np.repeat(curves[:1], frames, axis=0)
+    positions = np.arange(frames) * ((source - 1) / (frames - 1))
+    left = np.floor(positions).astype(int).clip(0, source - 2)
+    weight = (positions - left)[:, None].astype(np.float32)
+    return ((1.0 - weight) * curves[left] + weight * curves[left + 1]).astype(curves.dtype)
 
 
 def reverb(audio: np.ndarray, rt60_s: float, wet: float, rng: np.random.Generator) -> np.ndarray:

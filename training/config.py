@@ -32,6 +32,7 @@ from typing import Any
 
 from emotalk_core.config import (
     PRESET_NAMES,
+    SAMPLE_RATE,
     CompactEncoderConfig,
     DecoderConfig,
     ModelConfig,
@@ -87,6 +88,9 @@ class DataSection:
     cache_audio: bool = False  # keep decoded 16 kHz audio in memory (small corpora only)
     cross_pairs: bool = True  # False: self-reconstruction only
     val_max_clips: int = 256  # 0: every validation clip
+    # Clip-id prefix -> copies per epoch, e.g. {"asterisk-" = 4}: a small real-speech corpus
+    # beside a large synthetic one still fills a good share of every batch.
+    oversample: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,13 @@ class AugmentSection:
     reverb_probability: float = 0.2
     reverb_rt60_s: tuple[float, float] = (0.1, 0.5)
     reverb_wet: tuple[float, float] = (0.1, 0.5)
+    # Band limit: telephone-band and 16 kHz recordings alike, so bandwidth is no cue to the voice.
+    lowpass_probability: float = 0.0
+    lowpass_hz: tuple[float, float] = (3400.0, 7000.0)
+    # Speed perturbation (audio and curves together; self-reconstruction samples only): a
+    # factor f plays the clip f times faster, its pitch and formants f times higher.
+    speed_probability: float = 0.0
+    speed_factor: tuple[float, float] = (0.9, 1.1)
 
 
 @dataclass(frozen=True)
@@ -302,7 +313,19 @@ def _check_rules(c: TrainConfig, source: str) -> None:
     for name in ("cross", "self", "velocity", "emotion"):
         if getattr(c.loss, name) < 0:
             problems.append(f"loss.{name} must not be negative")
-    for name in ("noise_probability", "eq_probability", "reverb_probability"):
+    bad_counts = {k: v for k, v in c.data.oversample.items()
+                  if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    if bad_counts:
+        problems.append(f"data.oversample counts must be integers >= 1, got {bad_counts}")
+    low, high = c.augment.speed_factor
+    if not 0.5 <= low <= high <= 2.0:
+        problems.append("augment.speed_factor must be [low, high] within [0.5, 2]")
+    low, high = c.augment.lowpass_hz
+    if not 1000.0 <= low <= high < SAMPLE_RATE / 2:
+        problems.append(f"augment.lowpass_hz must be [low, high] within [1000, "
+                        f"{SAMPLE_RATE // 2}) Hz")
+    for name in ("noise_probability", "eq_probability", "reverb_probability",
+                 "lowpass_probability", "speed_probability"):
         if not 0.0 <= getattr(c.augment, name) <= 1.0:
             problems.append(f"augment.{name} must be within [0, 1]")
     for name in ("gain_db", "snr_db", "eq_tilt_db_per_octave", "reverb_rt60_s", "reverb_wet"):

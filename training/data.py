@@ -45,7 +45,7 @@ from emotalk_core.config import FPS, PRESET_NAMES, SAMPLE_RATE
 from emotalk_core.errors import EmoTalkError
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
 
-from .augment import augment
+from .augment import augment, change_speed, stretch_curves
 from .config import AugmentSection, DataSection
 
 IGNORE_LABEL = -100  # cross-entropy's ignore_index: clips without a usable emotion label
@@ -424,15 +424,30 @@ class PairDataset(torch.utils.data.Dataset):
         """Seconds per anchor as batched (after cropping), for length bucketing."""
         return [min(c.seconds, self.max_samples / SAMPLE_RATE) for c in self.clips]
 
+    def repeats(self) -> list[int]:
+        """How many times each clip is drawn per epoch: `data.oversample` maps clip-id prefixes
+        to a count (the longest matching prefix wins), 1 otherwise."""
+        table = sorted(self.cfg.oversample.items(), key=lambda kv: -len(kv[0]))
+        return [next((n for prefix, n in table if c.clip_id.startswith(prefix)), 1)
+                for c in self.clips]
+
+    def epoch_items(self) -> tuple[list[int], list[float]]:
+        """Item keys and their lengths for one epoch. Copy r of clip i has key r * N + i, so
+        every copy gets its own crop and augmentation; without oversampling keys are indices."""
+        n, lengths = len(self.clips), self.lengths()
+        keys = [r * n + i for i, k in enumerate(self.repeats()) for r in range(k)]
+        return keys, [lengths[k % n] for k in keys]
+
     def __getitem__(self, key: tuple[int, int, int]) -> Sample:
-        epoch, position, index = key
+        epoch, position, item = key
+        index, copy = item % len(self.clips), item // len(self.clips)
         skipped: list[Skipped] = []
         for attempt in range(len(self.clips)):
             i = (index + attempt) % len(self.clips)
             if self.clips[i].clip_id in self._bad:
                 continue
             try:
-                sample = self._sample(epoch, i, skipped)
+                sample = self._sample(epoch, i, skipped, copy)
             except ClipError as exc:
                 self._bad.add(self.clips[i].clip_id)
                 skipped.append(Skipped(self.clips[i].clip_id, str(exc)))
@@ -442,8 +457,9 @@ class PairDataset(torch.utils.data.Dataset):
         raise DataError("no clip of the split could be loaded; last problem: "
                         f"{skipped[-1].reason if skipped else 'none'}")
 
-    def _sample(self, epoch: int, index: int, skipped: list[Skipped]) -> Sample:
-        rng = np.random.default_rng([self.seed, epoch if self.train else 0, index])
+    def _sample(self, epoch: int, index: int, skipped: list[Skipped], copy: int = 0) -> Sample:
+        seed = [self.seed, epoch if self.train else 0, index] + ([copy] if copy else [])
+        rng = np.random.default_rng(seed)
         anchor = self.clips[index]
         audio_a, curves_a = self.load(anchor)
         pair = self.pairs.draw(index, rng) if self.cfg.cross_pairs else None
@@ -461,6 +477,7 @@ class PairDataset(torch.utils.data.Dataset):
                     skipped.append(Skipped(bad.clip_id, str(exc)))
                 pair = None
         if pair is None:
+            audio_a, curves_a = self._change_speed(audio_a, curves_a, rng)
             audio_a, curves_a = self._crop(audio_a, curves_a, rng)
             audio_a = self._augment(audio_a, rng)
             return self._make(anchor, audio_a, audio_a, curves_a, curves_a, anchor.entry.emotion,
@@ -502,6 +519,19 @@ class PairDataset(torch.utils.data.Dataset):
             first = start // FRAME_BLOCK * 3
             curves = curves[first: first + num_frames(audio.size)]
         return audio, curves
+
+    def _change_speed(self, audio: np.ndarray, curves: np.ndarray, rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Speed perturbation of a self-reconstruction sample: audio and curves together
+        (cross pairs keep their timing, which their partner clips share)."""
+        cfg = self.augment_cfg
+        if cfg is None or not cfg.enabled or cfg.speed_probability <= 0.0:
+            return audio, curves
+        use, factor = rng.random() < cfg.speed_probability, rng.uniform(*cfg.speed_factor)
+        if not use:
+            return audio, curves
+        audio = change_speed(audio, factor)
+        return audio, stretch_curves(curves, num_frames(audio.size))
 
     def _augment(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.augment_cfg is None:
@@ -554,8 +584,12 @@ class BucketBatches:
     """
 
     def __init__(self, lengths: Sequence[float], batch_size: int, bucket_batches: int,
-                 seed: int, rank: int = 0, world: int = 1):
+                 seed: int, rank: int = 0, world: int = 1, keys: Sequence[int] | None = None):
         self.lengths = np.asarray(lengths, dtype=np.float64)
+        # The dataset key of each item (PairDataset.epoch_items); items are keys by default.
+        self.keys = list(keys) if keys is not None else list(range(len(lengths)))
+        if len(self.keys) != len(self.lengths):
+            raise ValueError("keys and lengths must have the same length")
         self.batch_size = batch_size
         self.bucket = batch_size * bucket_batches
         self.seed = seed
@@ -593,7 +627,7 @@ class BucketBatches:
         while True:
             batches = self.epoch_batches(epoch)
             for pos in range(position, len(batches)):
-                yield [(epoch, pos, i) for i in batches[pos]]
+                yield [(epoch, pos, self.keys[i]) for i in batches[pos]]
             epoch, position = epoch + 1, 0
 
 

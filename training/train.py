@@ -375,8 +375,9 @@ class Trainer:
                                     read_pretrained=False).emotion_labels
         self.train_clips = clips[d.train_split]
         self.train_set = D.PairDataset(self.train_clips, d, labels, cfg.seed, cfg.augment)
-        self.batches = D.BucketBatches(self.train_set.lengths(), d.batch_size, d.bucket_batches,
-                                       cfg.seed, self.dist.rank, self.dist.world)
+        keys, lengths = self.train_set.epoch_items()
+        self.batches = D.BucketBatches(lengths, d.batch_size, d.bucket_batches, cfg.seed,
+                                       self.dist.rank, self.dist.world, keys=keys)
         self.val_set = None
         if self.cfg.train.val_interval:
             val = D.subsample(clips[d.val_split], d.val_max_clips)

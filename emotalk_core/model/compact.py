@@ -67,6 +67,8 @@ class CompactBackbone(nn.Module):
         super().__init__()
         self.output_dim = cfg.hidden_size
         self.mel = LogMel(cfg)
+        self.feature_norm = cfg.feature_norm
+        # "utterance" uses only the affine weight and bias of this LayerNorm (same keys).
         self.mel_norm = nn.LayerNorm(cfg.n_mels)
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.conv_channels, 3, padding=1)
         # Stride 2: 100 Hz mel frames to 50 Hz, the rate of wav2vec2's features.
@@ -88,13 +90,27 @@ class CompactBackbone(nn.Module):
     def features_50hz(self, audio: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """Per clip (T50_i, C) features at 50 Hz."""
         mel_lengths = self.mel.frames(lengths)
-        x = self.mel_norm(self.mel(audio))  # (B, M, n_mels)
-        mask = frame_mask(mel_lengths, x.shape[1])[:, None, :]  # (B, 1, M)
+        x = self.mel(audio)  # (B, M, n_mels)
+        valid = frame_mask(mel_lengths, x.shape[1])  # (B, M)
+        x = self.normalise(x, valid)
+        mask = valid[:, None, :]  # (B, 1, M)
         x = x.transpose(1, 2) * mask
         x = F.gelu(self.conv1(x)) * mask
         x = F.gelu(self.conv2(x))  # (B, C, ceil(M / 2))
         lengths50 = torch.div(mel_lengths + 1, 2, rounding_mode="floor")
         return [x[i, :, : int(n)].transpose(0, 1) for i, n in enumerate(lengths50)]
+
+    def normalise(self, mel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """mel (B, M, n_mels), valid (B, M) -> normalised (B, M, n_mels). Utterance statistics
+        come from each clip's own frames only, so padding does not change them."""
+        if self.feature_norm == "frame":
+            return self.mel_norm(mel)
+        weights = valid.to(mel.dtype)[..., None]  # (B, M, 1)
+        count = weights.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
+        centred = mel - (mel * weights).sum(1, keepdim=True) / count  # per-bin mean removed
+        power = (centred.square() * weights).sum((1, 2), keepdim=True) / (count * mel.shape[2])
+        scaled = centred / (power + 1e-5).sqrt()
+        return scaled * self.mel_norm.weight + self.mel_norm.bias
 
     def run_transformer(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """features (B, T, C) -> (B, T, H), padding zeroed."""
