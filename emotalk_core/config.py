@@ -61,11 +61,19 @@ class CompactEncoderConfig:
     #   a learned per-bin affine. Keeps the loudness contour (closures are quiet) and removes the
     #   recording channel's fixed colouring, which is what differs between voices and rooms.
     feature_norm: str = "frame"
+    # Training only (SpecAugment's frequency masking): `freq_masks` bands of up to
+    # `freq_mask_bins` mel bins each are zeroed per clip, so that no single band (a speaker's
+    # formants, a microphone's colour) is needed to read the speech. Inference never masks.
+    freq_masks: int = 0
+    freq_mask_bins: int = 0
 
     def __post_init__(self) -> None:
         if self.feature_norm not in FEATURE_NORMS:
             raise ModelError(f"compact encoder config: feature_norm must be one of "
                              f"{', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")
+        if self.freq_masks < 0 or not 0 <= self.freq_mask_bins <= self.n_mels:
+            raise ModelError("compact encoder config: freq_masks must not be negative and "
+                             "freq_mask_bins must be within [0, n_mels]")
 
     @property
     def output_dim(self) -> int:
@@ -178,7 +186,8 @@ def compact_model_config(name: str = "emotalk-compact") -> ModelConfig:
     utterance-level), the paper's fusion and decoder at half width (384 = 256 + 96 + 16 + 16),
     20 s windows, utterance-normalised log-mel features."""
     content = CompactEncoderConfig(conv_channels=192, hidden_size=192, num_layers=3,
-                                   num_heads=4, ffn_size=768, feature_norm="utterance")
+                                   num_heads=4, ffn_size=768, feature_norm="utterance",
+                                   freq_masks=2, freq_mask_bins=10)
     emotion = CompactEncoderConfig(conv_channels=64, hidden_size=64, num_layers=1, num_heads=2,
                                    ffn_size=128, feature_norm="utterance")
     decoder = DecoderConfig(feature_dim=384, heads=4, ffn_size=768)

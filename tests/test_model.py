@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from emotalk_core import arkit
-from emotalk_core.config import DecoderConfig, ModelConfig
+from emotalk_core.config import CompactEncoderConfig, DecoderConfig, ModelConfig
 from emotalk_core.errors import ModelError
 from emotalk_core.model import EmoTalk, frame_counts, level_weights, one_hot_weights
 from emotalk_core.model import decoder as decoder_module
@@ -145,6 +145,30 @@ def test_utterance_normalisation_keeps_loudness_and_drops_the_channel():
     assert utterance.mean().abs() < 1e-4 and (utterance.square().mean() - 1).abs() < 1e-3
     with pytest.raises(ModelError, match="feature_norm must be one of"):
         tiny_compact("batch")
+
+
+def test_frequency_masking_acts_in_training_only():
+    from emotalk_core.model.compact import CompactBackbone
+
+    cfg = CompactEncoderConfig(n_mels=40, conv_channels=32, hidden_size=32, num_layers=1,
+                               num_heads=2, ffn_size=64, freq_masks=2, freq_mask_bins=8)
+    encoder = CompactBackbone(cfg)
+    audio, lengths = torch.randn(3, 8000), torch.tensor([8000, 8000, 8000])
+    torch.manual_seed(0)
+    masked = encoder.mask_bands(torch.ones(3, 10, 40))
+    zeroed = (masked == 0).all(1)  # (B, n_mels): whole bands, all frames
+    assert ((masked == 0) | (masked == 1)).all() and zeroed.any()
+    assert all(int(z.sum()) <= 16 for z in zeroed) and not torch.equal(zeroed[0], zeroed[1])
+    encoder.eval()
+    with torch.no_grad():
+        one, two = encoder.features_50hz(audio, lengths), encoder.features_50hz(audio, lengths)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+    encoder.train()
+    with torch.no_grad():
+        three = encoder.features_50hz(audio, lengths)
+    assert not all(torch.equal(a, b) for a, b in zip(one, three, strict=True))
+    with pytest.raises(ModelError, match="freq_mask_bins"):
+        CompactEncoderConfig(n_mels=40, freq_masks=1, freq_mask_bins=41)
 
 
 def test_blockwise_conv_front_end_is_exact(monkeypatch, tiny_wav2vec2_config):

@@ -68,6 +68,7 @@ class CompactBackbone(nn.Module):
         self.output_dim = cfg.hidden_size
         self.mel = LogMel(cfg)
         self.feature_norm = cfg.feature_norm
+        self.freq_masks, self.freq_mask_bins = cfg.freq_masks, cfg.freq_mask_bins
         # "utterance" uses only the affine weight and bias of this LayerNorm (same keys).
         self.mel_norm = nn.LayerNorm(cfg.n_mels)
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.conv_channels, 3, padding=1)
@@ -93,6 +94,8 @@ class CompactBackbone(nn.Module):
         x = self.mel(audio)  # (B, M, n_mels)
         valid = frame_mask(mel_lengths, x.shape[1])  # (B, M)
         x = self.normalise(x, valid)
+        if self.training and self.freq_masks and self.freq_mask_bins:
+            x = self.mask_bands(x)
         mask = valid[:, None, :]  # (B, 1, M)
         x = x.transpose(1, 2) * mask
         x = F.gelu(self.conv1(x)) * mask
@@ -111,6 +114,19 @@ class CompactBackbone(nn.Module):
         power = (centred.square() * weights).sum((1, 2), keepdim=True) / (count * mel.shape[2])
         scaled = centred / (power + 1e-5).sqrt()
         return scaled * self.mel_norm.weight + self.mel_norm.bias
+
+    def mask_bands(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, M, n_mels) with random bands of bins zeroed, independently per clip
+        (drawn from torch's global generator, like dropout)."""
+        batch, _, bins = features.shape
+        keep = torch.ones(batch, 1, bins, device=features.device, dtype=features.dtype)
+        index = torch.arange(bins, device=features.device)
+        for _ in range(self.freq_masks):
+            width = torch.randint(0, self.freq_mask_bins + 1, (batch, 1, 1),
+                                  device=features.device)
+            start = (torch.rand(batch, 1, 1, device=features.device) * (bins - width + 1)).long()
+            keep = keep * ~((index >= start) & (index < start + width))
+        return features * keep
 
     def run_transformer(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """features (B, T, C) -> (B, T, H), padding zeroed."""
