@@ -178,3 +178,22 @@ def test_demo_end_to_end(bpy, tiny_model_dir, tmp_path, capsys):
         else scene.sequence_editor.sequences
     sounds = [s for s in strips if s.type == "SOUND"]
     assert len(sounds) == 1 and sounds[0].sound.packed_file is not None
+
+
+@pytest.mark.bpy
+def test_make_demo_with_the_bundled_model(bpy, tmp_path, capsys, monkeypatch):
+    """`make demo`'s own command line (no --model): the packaged default model."""
+    pytest.importorskip("matplotlib", reason="the demo's pictures need matplotlib")
+    monkeypatch.delenv("EMOTALK_MODEL", raising=False)
+    out = tmp_path / "demo_output"
+    assert main(["demo", "--out", str(out)]) == 0
+    assert "press Space" in capsys.readouterr().out
+    names = {"head.blend", "neutral.blend", "happy.blend", "contact_sheet.png", "curves.png",
+             "neutral.npy", "neutral.csv", "happy.npy", "happy.csv"}
+    assert names <= {p.name for p in out.iterdir()}
+    neutral, happy = np.load(out / "neutral.npy"), np.load(out / "happy.npy")
+    jaw = neutral[:, CHANNELS.index("jawOpen")]
+    assert jaw.max() - jaw.min() > 0.2  # the mouth opens and closes with the speech
+    upper = [CHANNELS.index(n) for n in ("browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+                                         "cheekSquintLeft", "cheekSquintRight")]
+    assert np.abs(happy[:, upper].mean(0) - neutral[:, upper].mean(0)).max() > 0.05

