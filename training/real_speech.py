@@ -150,9 +150,9 @@ class SourceError(RuntimeError):
 # Downloads
 
 
-def _run(command: list[str], cwd: Path) -> None:
+def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
     try:
-        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env,
                                 timeout=_SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SourceError(f"{' '.join(command)} failed: {exc}") from exc
@@ -343,22 +343,11 @@ def fetch_flite(cache: Path) -> list[RawClip]:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".partial.wav")
-            _run_env([str(binary), "-voice", voice, "--setf",
-                      f"duration_stretch={stretch:.3f}", "-t", text, "-o", str(partial)],
-                     root, env)  # fmt: skip
+            _run([str(binary), "-voice", voice, "--setf", f"duration_stretch={stretch:.3f}",
+                  "-t", text, "-o", str(partial)], root, env)  # fmt: skip
             os.replace(partial, path)
         clips.append(RawClip("flite", voice, f"{i:04d}", path, text))
     return clips
-
-
-def _run_env(command: list[str], cwd: Path, env: dict[str, str]) -> None:
-    try:
-        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env,
-                                timeout=_SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SourceError(f"{command[0]} failed: {exc}") from exc
-    if result.returncode != 0:
-        raise SourceError(f"{command[0]} exited {result.returncode}: {result.stderr.strip()}")
 
 
 FETCHERS = {"asterisk": fetch_asterisk, "mfa": fetch_mfa, "arctic": fetch_arctic,
