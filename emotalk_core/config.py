@@ -18,6 +18,12 @@ FPS = 30
 RELEASED_EMOTION_LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 # The eight RAVDESS categories, used for presets and by our own models' classifiers.
 PRESET_NAMES = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+# Classes of the optional phone head: silence and the 39 ARPAbet phones (no stress digits).
+PHONE_LABELS = (
+    "SIL", "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G",
+    "HH", "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH",
+    "UH", "UW", "V", "W", "Y", "Z", "ZH",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,10 @@ class CompactEncoderConfig:
     # formants, a microphone's colour) is needed to read the speech. Inference never masks.
     freq_masks: int = 0
     freq_mask_bins: int = 0
+    # Training only (vocal tract length perturbation): each clip's spectrum is warped along the
+    # frequency axis by a factor drawn from [1 - vtlp, 1 + vtlp], moving its formants as a
+    # shorter or longer vocal tract would, without changing timing or pitch. 0 disables it.
+    vtlp: float = 0.0
 
     def __post_init__(self) -> None:
         if self.feature_norm not in FEATURE_NORMS:
@@ -74,6 +84,9 @@ class CompactEncoderConfig:
         if self.freq_masks < 0 or not 0 <= self.freq_mask_bins <= self.n_mels:
             raise ModelError("compact encoder config: freq_masks must not be negative and "
                              "freq_mask_bins must be within [0, n_mels]")
+        if not 0.0 <= self.vtlp < 0.5:
+            raise ModelError(f"compact encoder config: vtlp must be within [0, 0.5), got "
+                             f"{self.vtlp}")
 
     @property
     def output_dim(self) -> int:
@@ -111,8 +124,13 @@ class ModelConfig:
     # limit); longer ones in windows overlapping by `window_overlap_frames`, cross-faded.
     window_frames: int = 5000
     window_overlap_frames: int = 300
+    # Classes of a phone head on the content features (training only: it makes the content
+    # encoder read phones, which is what carries over to voices never heard); () for none.
+    phone_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if len(set(self.phone_labels)) != len(self.phone_labels):
+            raise ModelError("model config: phone_labels must not repeat a label")
         if self.window_overlap_frames < 0 or self.window_frames <= 2 * self.window_overlap_frames:
             raise ModelError("model config: window_frames must exceed twice "
                              "window_overlap_frames")
@@ -143,8 +161,9 @@ class ModelConfig:
             if "decoder" in values:
                 values["decoder"] = DecoderConfig(**_checked(DecoderConfig, values["decoder"],
                                                              "decoder"))
-            if "emotion_labels" in values:
-                values["emotion_labels"] = tuple(values["emotion_labels"])
+            for key in ("emotion_labels", "phone_labels"):
+                if key in values:
+                    values[key] = tuple(values[key])
             return cls(**values)
         except (TypeError, KeyError) as exc:
             raise ModelError(f"model config is invalid: {exc}") from exc

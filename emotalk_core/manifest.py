@@ -8,8 +8,10 @@ training and the `emotalk presets` command load every source through one path. A
      "content_id": "ravdess-s01", "split": "train"}
 
 Required keys: clip_id, audio, split. Optional keys (null or absent): blendshapes, emotion,
-intensity (0 normal, 1 strong; default 0), person (0..23), content_id. Relative paths resolve
-against the manifest's folder, so a dataset folder can be moved as a whole.
+intensity (0 normal, 1 strong; default 0), person (0..23), content_id, phones (a JSON file of
+timed ARPAbet phones, `[["SIL", 0.0, 0.21], ["AY", 0.21, 0.35], ...]`, which trains a model's
+phone head and scores lip closure). Relative paths resolve against the manifest's folder, so a
+dataset folder can be moved as a whole.
 
 Reading is strict: a typo in a key or an emotion name would otherwise silently drop labels from
 training. Every error names the file and the line. Standard library only.
@@ -35,7 +37,9 @@ NUM_PERSONS = 24
 REQUIRED_KEYS = ("clip_id", "audio", "split")
 KEYS = (
     "clip_id", "audio", "blendshapes", "emotion", "intensity", "person", "content_id", "split",
+    "phones",
 )  # fmt: skip
+PATH_KEYS = ("blendshapes", "phones")  # optional paths
 
 
 class ManifestError(EmoTalkError):
@@ -69,11 +73,13 @@ class ManifestEntry:
     intensity: int = 0
     person: int | None = None
     content_id: str | None = None
+    phones: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "audio", _as_path(self.audio, "audio"))
-        if self.blendshapes is not None:
-            object.__setattr__(self, "blendshapes", _as_path(self.blendshapes, "blendshapes"))
+        for key in PATH_KEYS:
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, _as_path(getattr(self, key), key))
         problem = _value_problem(self.__dict__)
         if problem:
             raise ManifestError(f"manifest entry {self.clip_id!r}: {problem}")
@@ -145,8 +151,9 @@ def _parse_line(line: str, source: Path, number: int) -> ManifestEntry:
     if problem:
         raise _line_error(source, number, problem)
     values["audio"] = _resolve(record["audio"], source.parent)
-    if values["blendshapes"] is not None:
-        values["blendshapes"] = _resolve(values["blendshapes"], source.parent)
+    for key in PATH_KEYS:
+        if values[key] is not None:
+            values[key] = _resolve(values[key], source.parent)
     return ManifestEntry(**values)
 
 
@@ -161,10 +168,10 @@ def _record_problem(record: dict[str, Any]) -> str | None:
     for key in ("clip_id", "audio", "split"):
         if not isinstance(record[key], str):
             return f"{key!r} must be a string, got {_json_type(record[key])}"
-    for key in ("blendshapes", "emotion", "content_id"):
+    for key in ("emotion", "content_id", *PATH_KEYS):
         if record.get(key) is not None and not isinstance(record[key], str):
             return f"{key!r} must be a string or null, got {_json_type(record[key])}"
-    for key in ("audio", "blendshapes"):
+    for key in ("audio", *PATH_KEYS):
         if record.get(key) is not None and not record[key].strip():
             return f"{key!r} must not be an empty path"
     for key in ("intensity", "person"):
@@ -218,7 +225,7 @@ def _resolve(text: str, folder: Path) -> Path:
 
 
 def _record(entry: ManifestEntry, folder: Path) -> dict[str, Any]:
-    blendshapes = entry.blendshapes
+    blendshapes, phones = entry.blendshapes, entry.phones
     return {
         "clip_id": entry.clip_id,
         "audio": _relative(entry.audio, folder),
@@ -228,6 +235,7 @@ def _record(entry: ManifestEntry, folder: Path) -> dict[str, Any]:
         "person": entry.person,
         "content_id": entry.content_id,
         "split": entry.split,
+        "phones": None if phones is None else _relative(phones, folder),
     }
 
 

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from training import align
+from training.metrics import frame_phones
 from training.synth.espeak import available as espeak_available
 from training.synth.phonemes import SIL
 
@@ -32,9 +33,9 @@ needs_aligner = pytest.mark.skipif(
 def test_frame_phones_gives_each_frame_the_phone_covering_its_centre():
     phones = [(SIL, 0.0, 0.05), ("B", 0.05, 0.1), ("AA", 0.1, 0.2)]
     # frame centres at 30 fps: 0.0167, 0.05, 0.0833, 0.1167, 0.15, 0.1833, 0.2167
-    labels = align.frame_phones(phones, 7)
+    labels = frame_phones(phones, 7)
     assert labels == [SIL, "B", "B", "AA", "AA", "AA", None]
-    assert align.frame_phones([], 2) == [None, None]
+    assert frame_phones([], 2) == [None, None]
 
 
 def test_normalise_transcript():
@@ -175,7 +176,7 @@ def test_process_clip_labels_a_recording_and_skips_failures(tmp_path):
     curves = np.load(out / "blendshape" / f"{clip_id}.npy")
     assert curves.shape == (math.ceil(info.frames / 16000 * 30), 52)
     phones = json.loads((out / "phones" / f"{clip_id}.json").read_text())
-    labels = align.frame_phones([tuple(p) for p in phones], curves.shape[0])
+    labels = frame_phones([tuple(p) for p in phones], curves.shape[0])
     jaw, close = curves[:, 24], curves[:, 26]
     bilabial = [k for k, p in enumerate(labels) if p in ("P", "B", "M")]
     vowel = [k for k, p in enumerate(labels) if p in ("AA", "AE", "AH", "AO", "AW", "AY")]

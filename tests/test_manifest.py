@@ -27,6 +27,7 @@ def _entries(root: Path, outside: Path) -> list[ManifestEntry]:
             person=11,
             content_id="ravdess-s01",
             split="train",
+            phones=root / "RAVDESS" / "phones" / "x.json",
         ),
         ManifestEntry(clip_id="synth-0001", audio=root / "s.wav", split="val", person=0),
         ManifestEntry(clip_id="real\u2028clip é", audio=outside / "r.wav", split="test"),
@@ -49,7 +50,9 @@ def test_round_trip_keeps_every_field_and_writes_relative_paths(tmp_path):
     assert len(records) == 3
     assert records[0]["audio"] == "RAVDESS/audio/x.wav"
     assert records[0]["blendshapes"] == "RAVDESS/blendshape/x.npy"
+    assert records[0]["phones"] == "RAVDESS/phones/x.json"
     assert records[1]["blendshapes"] is None and records[1]["emotion"] is None
+    assert records[1]["phones"] is None
     assert records[2]["audio"] == str(outside / "r.wav")  # outside the folder: absolute
     assert list(records[0]) == list(mf.KEYS)  # every key written, in a fixed order
 
@@ -57,11 +60,13 @@ def test_round_trip_keeps_every_field_and_writes_relative_paths(tmp_path):
 def test_relative_paths_resolve_against_the_manifest_folder_not_the_cwd(tmp_path, monkeypatch):
     folder = tmp_path / "set"
     folder.mkdir()
-    path = _write_lines(folder / "m.jsonl", [json.dumps(VALID | {"blendshapes": "../bs/a.npy"})])
+    path = _write_lines(folder / "m.jsonl", [json.dumps(VALID | {"blendshapes": "../bs/a.npy",
+                                                                 "phones": "phones/a.json"})])
     monkeypatch.chdir(tmp_path)
     (entry,) = mf.read_manifest("set/m.jsonl")
     assert entry.audio == folder / "audio" / "a.wav" and entry.audio.is_absolute()
     assert entry.blendshapes == tmp_path / "bs" / "a.npy"  # ".." normalised away
+    assert entry.phones == folder / "phones" / "a.json"
     assert path.exists()
 
 
@@ -101,6 +106,8 @@ BAD_LINES = [
     (VALID | {"person": -1}, "person must be an integer from 0 to 23"),
     (VALID | {"person": 2.5}, "'person' must be an integer"),
     (VALID | {"content_id": 5}, "'content_id' must be a string or null"),
+    (VALID | {"phones": ["M", 0.0, 0.1]}, "'phones' must be a string or null"),
+    (VALID | {"phones": " "}, "'phones' must not be an empty path"),
     (VALID | {"split": "training"}, "split must be one of train, val, test"),
 ]
 

@@ -226,3 +226,54 @@ def test_config_round_trip_and_strictness(tiny_wav2vec2_config, tiny_compact_con
     data["content_dim"] = 500
     with pytest.raises(ModelError, match="must equal decoder.feature_dim"):
         ModelConfig.from_dict(data)
+
+
+def test_vocal_tract_warp_moves_formants_in_training_only():
+    from emotalk_core.model.compact import CompactBackbone, warp_frequencies
+
+    power = torch.zeros(3, 201, 2)
+    power[:, 50] = 1.0  # one formant at bin 50 (2 kHz)
+    warped = warp_frequencies(power, torch.tensor([1.0, 1.2, 0.8]))
+    torch.testing.assert_close(warped[0], power[0])  # factor 1: unchanged
+    assert int(warped[1, :, 0].argmax()) == 60 and int(warped[2, :, 0].argmax()) == 40
+    flat = warp_frequencies(torch.ones(2, 201, 1), torch.tensor([1.15, 0.85]))
+    torch.testing.assert_close(flat, torch.ones(2, 201, 1))  # no band lost or invented
+    cfg = CompactEncoderConfig(n_mels=40, conv_channels=32, hidden_size=32, num_layers=1,
+                               num_heads=2, ffn_size=64, vtlp=0.2, dropout=0.0)
+    encoder = CompactBackbone(cfg)
+    audio, lengths = torch.randn(2, 8000), torch.tensor([8000, 8000])
+    with torch.no_grad():
+        encoder.eval()
+        one, two = encoder.features_50hz(audio, lengths), encoder.features_50hz(audio, lengths)
+        encoder.train()
+        three = encoder.features_50hz(audio, lengths)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(one, three, strict=True))
+    with pytest.raises(ModelError, match="vtlp must be within"):
+        CompactEncoderConfig(vtlp=0.6)
+
+
+def test_phone_head_classifies_the_content_features(tiny_compact_config):
+    import dataclasses
+
+    from emotalk_core.config import PHONE_LABELS
+
+    cfg = dataclasses.replace(tiny_compact_config, phone_labels=PHONE_LABELS)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    torch.manual_seed(0)
+    net = EmoTalk(cfg).train()
+    a, la = _batch([torch.from_numpy(speechlike(1.0, 1)), torch.from_numpy(speechlike(0.8, 2))])
+    out = net.training_forward(a, la, a, la, torch.tensor([30, 24]), torch.tensor([30, 24]),
+                               level_weights(torch.tensor([0.0, 1.0])),
+                               one_hot_weights(torch.tensor([1, 2]), 24))
+    assert out.phone_logits.shape == (2, 30, len(PHONE_LABELS))
+    out.phone_logits[:, :, 7].sum().backward()  # the phone loss reaches the content encoder
+    assert net.content_encoder.conv1.weight.grad.abs().sum() > 0
+    assert net.emotion_encoder.conv1.weight.grad is None
+    plain = EmoTalk(tiny_compact_config)
+    assert plain.phone_head is None and "phone_head.weight" not in plain.state_dict()
+    assert plain.training_forward(a, la, a, la, torch.tensor([30, 24]), torch.tensor([30, 24]),
+                                  level_weights(torch.tensor([0.0, 1.0])),
+                                  one_hot_weights(torch.tensor([1, 2]), 24)).phone_logits is None
+    with pytest.raises(ModelError, match="phone_labels must not repeat"):
+        dataclasses.replace(tiny_compact_config, phone_labels=("SIL", "M", "M"))

@@ -68,6 +68,8 @@ def test_typos_are_errors_naming_key_and_file(tmp_path, text, words):
     ("[augment]\nlowpass_hz = [3000.0, 9000.0]", ["augment.lowpass_hz must be"]),
     ("[augment]\nspeed_probability = 2.0", ["augment.speed_probability must be within"]),
     ("[model.content_encoder]\nfeature_norm = \"batch\"", ["feature_norm must be one of"]),
+    ("[loss]\nphone = 0.1", ["loss.phone needs a phone head", "model.phone_head = true"]),
+    ("[loss]\nphone = -1.0", ["loss.phone must not be negative"]),
 ])
 def test_bad_values_are_errors(tmp_path, text, words):
     path = _write(tmp_path, text)

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from emotalk_core.audio import num_frames
-from emotalk_core.config import PRESET_NAMES, RELEASED_EMOTION_LABELS
+from emotalk_core.config import PHONE_LABELS, PRESET_NAMES, RELEASED_EMOTION_LABELS
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
 from training import augment as A
 from training import data as D
@@ -396,3 +396,98 @@ def test_merge_keeps_only_the_chosen_splits_and_rejects_clashing_ids(tmp_path):
         merge_manifests([str(tmp_path / "a.jsonl"), str(tmp_path / "c.jsonl")])
     with pytest.raises(DataError, match="would be empty"):
         merge_manifests([f"{tmp_path / 'a.jsonl'}:test"])
+
+
+# -- phone labels (models with a phone head) ------------------------------------------------------
+def _with_phones(manifest: Path, phones_of) -> Path:
+    """The manifest's clips with a phone file each (phones_of(entry, seconds) -> list or None
+    for no file), written next to it as phones.jsonl."""
+    folder = manifest.parent / "phones"
+    folder.mkdir(exist_ok=True)
+    entries = []
+    for e in read_manifest(manifest):
+        seconds = sf.info(str(e.audio)).duration
+        phones = phones_of(e, seconds)
+        path = None
+        if phones is not None:
+            path = folder / f"{e.clip_id}.json"
+            path.write_text(json.dumps(phones) if not isinstance(phones, str) else phones)
+        entries.append(ManifestEntry(e.clip_id, e.audio, e.split, e.blendshapes, e.emotion,
+                                     e.intensity, e.person, e.content_id, path))
+    out = manifest.parent / "phones.jsonl"
+    write_manifest(out, entries)
+    return out
+
+
+def _steps(entry, seconds: float) -> list:
+    """SIL, then M and AA alternating every 0.1 s: frame k's phone is known from its time."""
+    cuts = np.arange(0.1, seconds, 0.1)
+    names = ["SIL"] + [("M", "AA1")[i % 2] for i in range(len(cuts))]
+    edges = [0.0, *cuts.tolist(), seconds]
+    return [[n, a, b] for n, a, b in zip(names, edges[:-1], edges[1:], strict=True)]
+
+
+def _expected(frames: int, phone_labels=PHONE_LABELS) -> np.ndarray:
+    """The classes _steps gives frames 0..frames-1 (frame centres at (k + 0.5) / 30 s)."""
+    step = np.floor((np.arange(frames) + 0.5) / 30 / 0.1).astype(int)
+    names = ["SIL" if s == 0 else ("M", "AA")[(s - 1) % 2] for s in step]
+    return np.array([phone_labels.index(n) for n in names])
+
+
+def test_phone_labels_follow_the_frames_through_crop_and_speed(tmp_path):
+    manifest = _with_phones(make_corpus(tmp_path, persons=1, contents=1, val_contents=0,
+                                        seconds=(2.0, 2.2)), _steps)
+    cfg = DataSection(max_seconds=1.0, cross_pairs=False)
+    clips = clips_of(manifest, cfg=cfg)
+    dataset = D.PairDataset(clips, cfg, PRESET_NAMES, seed=0, phone_labels=PHONE_LABELS)
+    full = dataset.load_phones(clips[0], clips[0].frames)
+    np.testing.assert_array_equal(full, _expected(clips[0].frames))  # stress digits dropped
+    sample = dataset[(0, 0, 0)]
+    assert sample.phones_self.shape == (sample.target_self.shape[0],) == (30,)
+    full_audio, _ = dataset.load(clips[0])
+    start = next(s for s in range(0, full_audio.size, 1600)
+                 if np.array_equal(full_audio[s:s + 16000], sample.audio_a))
+    np.testing.assert_array_equal(sample.phones_self, full[start // 1600 * 3:][:30])
+
+    fast = D.PairDataset(clips, DataSection(max_seconds=10.0, cross_pairs=False), PRESET_NAMES,
+                         seed=0, phone_labels=PHONE_LABELS, augment_cfg=AugmentSection(
+                             gain_db=(0.0, 0.0), noise_probability=0.0, eq_probability=0.0,
+                             reverb_probability=0.0, speed_probability=1.0,
+                             speed_factor=(1.25, 1.25)))[(0, 0, 0)]
+    assert fast.phones_self.shape == (fast.target_self.shape[0],)
+    # frame t of the fast clip is frame 1.25 t of the original (up to a frame at the edges)
+    moved = [fast.phones_self[t] == full[min(round(t * 1.25), full.size - 1)]
+             for t in range(fast.phones_self.size)]
+    assert np.mean(moved) > 0.8
+
+
+def test_phone_labels_are_ignored_without_a_file_and_a_bad_file_is_reported(tmp_path):
+    def some(entry, seconds):
+        if entry.emotion == "happy":
+            return "[[\"M\", 0.0]]"  # a broken entry
+        return None if entry.emotion == "sad" else _steps(entry, seconds)
+
+    manifest = _with_phones(make_corpus(tmp_path, persons=1, contents=2, val_contents=0), some)
+    clips = clips_of(manifest, cfg=DataSection(cross_pairs=False))
+    dataset = D.PairDataset(clips, DataSection(cross_pairs=False), PRESET_NAMES, seed=0,
+                            phone_labels=PHONE_LABELS)
+    by_emotion = {c.entry.emotion: i for i, c in enumerate(clips)}
+    sad = dataset[(0, 0, by_emotion["sad"])]
+    assert (sad.phones_self == D.IGNORE_LABEL).all()
+    happy = dataset[(0, 0, by_emotion["happy"])]
+    assert happy.clip_id != clips[by_emotion["happy"]].clip_id  # replaced by the next clip
+    assert "bad phone entry" in happy.skipped[0].reason
+    assert happy.skipped[0].clip_id == clips[by_emotion["happy"]].clip_id
+    batch = D.collate([sad, dataset[(0, 0, by_emotion["neutral"])]])
+    assert batch["phones_self"].shape == batch["target_self"].shape[:2]
+    assert (batch["phones_self"][0] == D.IGNORE_LABEL).all()
+    plain = D.PairDataset(clips, DataSection(cross_pairs=False), PRESET_NAMES, seed=0)
+    assert plain[(0, 0, 0)].phones_self is None  # no phone head: nothing loaded
+    assert D.collate([plain[(0, 0, 0)]])["phones_self"] is None
+
+
+def test_stretch_labels_picks_the_nearest_frame():
+    labels = np.array([0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(A.stretch_labels(labels, 7), [0, 1, 1, 2, 3, 3, 4])
+    np.testing.assert_array_equal(A.stretch_labels(labels, 3), [0, 2, 4])
+    assert A.stretch_labels(labels, 5) is labels

@@ -89,3 +89,23 @@ def test_training_loss_weights_the_parts():
     perfect = TrainingOutputs(target, target, torch.tensor([[0.0, 50.0, 0.0], [0, 0, 50.0]]))
     total, _ = L.training_loss(perfect, batch, weights)
     assert total < 1e-12
+    assert parts["phone"] == 0  # no phone head
+    with_phones = TrainingOutputs(cross, self_, logits, torch.zeros(2, 5, 4))
+    batch["phones_self"] = torch.tensor([[0, 1, 2, 3, 0], [1, 1, 1, IGNORE_LABEL, IGNORE_LABEL]])
+    total, parts = L.training_loss(with_phones, batch, LossSection(
+        cross=2.0, self=1.0, velocity=0.5, emotion=0.1, phone=0.5))
+    assert parts["phone"] == pytest.approx(torch.log(torch.tensor(4.0)).item())
+    assert total == pytest.approx(2 * 0.01 + 0.1 * parts["emotion"].item()
+                                  + 0.5 * parts["phone"].item())
+
+
+def test_phone_loss_counts_labelled_frames_only():
+    logits = torch.zeros(2, 3, 4)
+    logits[0, 0, 2] = logits[0, 1, 1] = logits[1, 0, 3] = 30.0  # confident and right
+    logits[1, 2, 0] = 30.0  # confident and wrong, but that frame has no label
+    labels = torch.tensor([[2, 1, IGNORE_LABEL], [3, IGNORE_LABEL, IGNORE_LABEL]])
+    assert L.phone_loss(logits, labels) < 1e-6
+    labels[1, 2] = 1
+    assert L.phone_loss(logits, labels) == pytest.approx(30.0 / 4, rel=1e-3)  # 1 wrong of 4
+    assert L.phone_loss(logits, torch.full((2, 3), IGNORE_LABEL)) == 0
+    assert L.phone_loss(None, labels) == 0 and L.phone_loss(logits, None) == 0

@@ -5,7 +5,7 @@ with start and end seconds, from the en-us acoustic model and CMU dictionary ins
 pocketsphinx wheel. Words missing from the dictionary get espeak-ng's pronunciation mapped
 through the same table as the synthetic corpus. Uses: the real-speech labeller (the teacher
 needs phone timings) and the evaluation's lip-closure AUC (DESIGN.md section 8, computed in
-training/metrics.py with `frame_phones` from here).
+training/metrics.py, whose `frame_phones` gives each 30 fps frame its phone).
 
 Alignment runs in two passes (pocketsphinx 5): `set_align_text` decodes a word sequence with
 optional silences between words, then `set_alignment` re-decodes at the phone and state level.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -259,16 +258,3 @@ def _cover(phones: Phones, seconds: float) -> Phones:
     if out and out[-1][2] < seconds:
         out.append((SIL, out[-1][2], seconds))
     return out
-
-
-def frame_phones(phones: Sequence[tuple[str, float, float]], num_frames: int,
-                 fps: float = FPS) -> list[str | None]:  # fmt: skip
-    """The phone owning each frame: the one whose interval covers the frame's centre
-    ((k + 0.5) / fps). Frames no phone covers are None ("SIL" phones stay "SIL")."""
-    labels: list[str | None] = [None] * num_frames
-    for phone, start, end in phones:
-        first = max(0, int(np.ceil(start * fps - 0.5)))
-        last = min(num_frames, int(np.ceil(end * fps - 0.5)))
-        for k in range(first, last):
-            labels[k] = phone
-    return labels

@@ -114,6 +114,18 @@ def stretch_curves(curves: np.ndarray, frames: int) -> np.ndarray:
     return ((1.0 - weight) * curves[left] + weight * curves[left + 1]).astype(curves.dtype)
 
 
+def stretch_labels(labels: np.ndarray, frames: int) -> np.ndarray:
+    """labels (T,) class indices resampled in time to (frames,) by the nearest source frame, on
+    the same time grid as `stretch_curves`."""
+    source = labels.shape[0]
+    if frames == source:
+        return labels
+    if source == 1 or frames == 1:
+        return np.repeat(labels[:1], frames)
+    positions = np.arange(frames) * ((source - 1) / (frames - 1))
+    return labels[np.rint(positions).astype(int).clip(0, source - 1)]
+
+
 def reverb(audio: np.ndarray, rt60_s: float, wet: float, rng: np.random.Generator) -> np.ndarray:
     """Convolution with a synthetic room: a direct impulse plus exponentially decaying noise
     (60 dB down after `rt60_s`), the tail scaled by `wet`. Same length and RMS as the input."""

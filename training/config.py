@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from emotalk_core.config import (
+    PHONE_LABELS,
     PRESET_NAMES,
     SAMPLE_RATE,
     CompactEncoderConfig,
@@ -66,6 +67,9 @@ class ModelSection:
     # Inference windows stored with the model (see emotalk_core.config.ModelConfig).
     window_frames: int = 5000
     window_overlap_frames: int = 300
+    # A phone classifier on the content features (classes: emotalk_core.config.PHONE_LABELS),
+    # trained from the manifest's phone files with loss.phone.
+    phone_head: bool = False
     pretrained_content: str | None = None  # local folder of a HF wav2vec2 (config + weights)
     pretrained_emotion: str | None = None
     content_encoder: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +141,7 @@ class LossSection:
     self: float = 1.0
     velocity: float = 0.5
     emotion: float = 0.02
+    phone: float = 0.0  # frame-level phone classification; needs model.phone_head
 
 
 @dataclass(frozen=True)
@@ -310,9 +315,11 @@ def _check_rules(c: TrainConfig, source: str) -> None:
                     "optim.grad_clip": c.optim.grad_clip,
                     "data.length_tolerance_frames": c.data.length_tolerance_frames}
     problems += [f"{k} must not be negative, got {v}" for k, v in non_negative.items() if v < 0]
-    for name in ("cross", "self", "velocity", "emotion"):
+    for name in ("cross", "self", "velocity", "emotion", "phone"):
         if getattr(c.loss, name) < 0:
             problems.append(f"loss.{name} must not be negative")
+    if c.loss.phone > 0 and not c.model.phone_head:
+        problems.append("loss.phone needs a phone head: set model.phone_head = true")
     bad_counts = {k: v for k, v in c.data.oversample.items()
                   if isinstance(v, bool) or not isinstance(v, int) or v < 1}
     if bad_counts:
@@ -358,6 +365,7 @@ def build_model_config(section: ModelSection, source: str = "<config>",
             level_dim=section.level_dim, person_dim=section.person_dim, name=section.name,
             window_frames=section.window_frames,
             window_overlap_frames=section.window_overlap_frames,
+            phone_labels=PHONE_LABELS if section.phone_head else (),
         )  # fmt: skip
     except ConfigError:
         raise

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 import re
 import signal
@@ -45,8 +46,9 @@ from emotalk_core.config import FPS, PRESET_NAMES, SAMPLE_RATE
 from emotalk_core.errors import EmoTalkError
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
 
-from .augment import augment, change_speed, stretch_curves
+from .augment import augment, change_speed, stretch_curves, stretch_labels
 from .config import AugmentSection, DataSection
+from .metrics import frame_phones
 
 IGNORE_LABEL = -100  # cross-entropy's ignore_index: clips without a usable emotion label
 FRAME_BLOCK = SAMPLE_RATE * 3 // FPS  # 1600 samples = 3 frames exactly: crop on this grid
@@ -269,6 +271,39 @@ def fit_curves(curves: np.ndarray, frames: int, tolerance: int, label: str) -> n
     return curves
 
 
+def read_phone_file(path: Path) -> list[tuple[str, float, float]]:
+    """[[phone, start, end], ...] or [{"phone", "start", "end"}, ...], optionally under a
+    "phones" key. Raises ValueError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc})") from exc
+    if isinstance(data, dict):
+        data = data.get("phones")
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of [phone, start_s, end_s]")
+    out = []
+    for item in data:
+        if isinstance(item, dict):
+            item = [item.get("phone"), item.get("start"), item.get("end")]
+        if (not isinstance(item, list | tuple) or len(item) != 3 or not isinstance(item[0], str)
+                or not all(isinstance(v, int | float) for v in item[1:])):
+            raise ValueError(f"{path}: bad phone entry {item!r}")
+        out.append((item[0], float(item[1]), float(item[2])))
+    return out
+
+
+def phone_label_frames(phones: Sequence[tuple[str, float, float]], frames: int,
+                       labels: Sequence[str]) -> np.ndarray:
+    """(frames,) int64 class index of the phone owning each frame (DESIGN.md section 8's rule;
+    stress digits ignored); IGNORE_LABEL where no phone, or one outside `labels`, owns it."""
+    index = {name: i for i, name in enumerate(labels)}
+    owners = frame_phones(phones, frames)
+    return np.array([IGNORE_LABEL if p is None else index.get(p.upper().rstrip("012"),
+                                                              IGNORE_LABEL)
+                     for p in owners], dtype=np.int64)
+
+
 def validate_entries(entries: Sequence[ManifestEntry], cfg: DataSection
                      ) -> tuple[list[ClipInfo], list[Skipped]]:
     """Every entry checked; the good ones and the reasons for the others."""
@@ -384,6 +419,7 @@ class Sample:
     person: int
     emotion: int  # label index of B's emotion, or IGNORE_LABEL
     is_cross: bool
+    phones_self: np.ndarray | None = None  # (T_s,) phone classes of A, with a phone head
     epoch: int = 0
     position: int = 0
     skipped: list[Skipped] = field(default_factory=list)
@@ -392,7 +428,9 @@ class Sample:
 class PairDataset(torch.utils.data.Dataset):
     """Items are addressed by keys (epoch, position, index): every random choice (pair, crop,
     augmentation) comes from a generator seeded with (seed, epoch, index), so worker processes,
-    DDP ranks and a resumed run all see the same sample for the same key."""
+    DDP ranks and a resumed run all see the same sample for the same key. With `phone_labels`
+    (a model with a phone head) each sample carries the anchor's per-frame phone classes, cut
+    and stretched with its curves; clips without a phone file get IGNORE_LABEL throughout."""
 
     def __init__(
         self,
@@ -403,8 +441,10 @@ class PairDataset(torch.utils.data.Dataset):
         augment_cfg: AugmentSection | None = None,
         donors: Sequence[ClipInfo] | None = None,
         train: bool = True,
+        phone_labels: Sequence[str] = (),
     ):
         self.clips = list(clips)
+        self.phone_labels = tuple(phone_labels)
         self.cfg = cfg
         self.labels = tuple(labels)
         self.seed = seed
@@ -462,6 +502,7 @@ class PairDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng(seed)
         anchor = self.clips[index]
         audio_a, curves_a = self.load(anchor)
+        phones_a = self.load_phones(anchor, curves_a.shape[0])
         pair = self.pairs.draw(index, rng) if self.cfg.cross_pairs else None
         if pair is not None:
             donor, target = self.pairs.donors[pair[0]], self.clips[pair[1]]
@@ -477,21 +518,36 @@ class PairDataset(torch.utils.data.Dataset):
                     skipped.append(Skipped(bad.clip_id, str(exc)))
                 pair = None
         if pair is None:
-            audio_a, curves_a = self._change_speed(audio_a, curves_a, rng)
-            audio_a, curves_a = self._crop(audio_a, curves_a, rng)
+            audio_a, curves_a, phones_a = self._change_speed(audio_a, curves_a, phones_a, rng)
+            audio_a, curves_a, phones_a = self._crop(audio_a, curves_a, rng, phones_a)
             audio_a = self._augment(audio_a, rng)
             return self._make(anchor, audio_a, audio_a, curves_a, curves_a, anchor.entry.emotion,
-                              False)
-        audio_b, _ = self._crop(audio_b, None, rng)
+                              False, phones_a)
+        audio_b, _, _ = self._crop(audio_b, None, rng)
         audio_a, audio_b = self._augment(audio_a, rng), self._augment(audio_b, rng)
-        return self._make(anchor, audio_a, audio_b, curves_t, curves_a, donor.entry.emotion, True)
+        return self._make(anchor, audio_a, audio_b, curves_t, curves_a, donor.entry.emotion, True,
+                          phones_a)
 
     def _make(self, anchor: ClipInfo, audio_a, audio_b, target_cross, target_self,
-              emotion: str | None, is_cross: bool) -> Sample:
+              emotion: str | None, is_cross: bool, phones_self: np.ndarray | None) -> Sample:
         e = anchor.entry
         return Sample(e.clip_id, audio_a, audio_b, target_cross, target_self,
                       level=float(e.intensity), person=int(e.person or 0),
-                      emotion=label_index(emotion, self.labels), is_cross=is_cross)
+                      emotion=label_index(emotion, self.labels), is_cross=is_cross,
+                      phones_self=phones_self)
+
+    def load_phones(self, clip: ClipInfo, frames: int) -> np.ndarray | None:
+        """(frames,) phone classes of the clip (IGNORE_LABEL throughout when the manifest names
+        no phone file); None when the model has no phone head. ClipError names a bad file."""
+        if not self.phone_labels:
+            return None
+        if clip.entry.phones is None:
+            return np.full(frames, IGNORE_LABEL, dtype=np.int64)
+        try:
+            phones = read_phone_file(Path(clip.entry.phones))
+        except ValueError as exc:
+            raise ClipError(f"phone file of {clip.clip_id}: {exc}") from exc
+        return phone_label_frames(phones, frames, self.phone_labels)
 
     def load(self, clip: ClipInfo) -> tuple[np.ndarray, np.ndarray]:
         """audio (S,) float32 16 kHz mono, curves (T, 52) fitted to the audio's T."""
@@ -507,31 +563,34 @@ class PairDataset(torch.utils.data.Dataset):
             self._cache[clip.clip_id] = (audio, curves)
         return audio, curves
 
-    def _crop(self, audio: np.ndarray, curves: np.ndarray | None, rng: np.random.Generator):
+    def _crop(self, audio: np.ndarray, curves: np.ndarray | None, rng: np.random.Generator,
+              phones: np.ndarray | None = None):
         """A window of at most max_seconds starting on the 3-frame grid (1600 samples), so that
-        the window's frames are exactly a slice of the clip's frames."""
+        the window's frames are exactly a slice of the clip's frames (curves and phones)."""
         if audio.size <= self.max_samples:
-            return audio, curves
+            return audio, curves, phones
         blocks = (audio.size - self.max_samples) // FRAME_BLOCK
         start = int(rng.integers(blocks + 1)) * FRAME_BLOCK if self.train else 0
         audio = audio[start: start + self.max_samples]
-        if curves is not None:
-            first = start // FRAME_BLOCK * 3
-            curves = curves[first: first + num_frames(audio.size)]
-        return audio, curves
+        first = start // FRAME_BLOCK * 3
+        frames = slice(first, first + num_frames(audio.size))
+        return (audio, None if curves is None else curves[frames],
+                None if phones is None else phones[frames])
 
-    def _change_speed(self, audio: np.ndarray, curves: np.ndarray, rng: np.random.Generator
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Speed perturbation of a self-reconstruction sample: audio and curves together
-        (cross pairs keep their timing, which their partner clips share)."""
+    def _change_speed(self, audio: np.ndarray, curves: np.ndarray, phones: np.ndarray | None,
+                      rng: np.random.Generator):
+        """Speed perturbation of a self-reconstruction sample: audio, curves and phones
+        together (cross pairs keep their timing, which their partner clips share)."""
         cfg = self.augment_cfg
         if cfg is None or not cfg.enabled or cfg.speed_probability <= 0.0:
-            return audio, curves
+            return audio, curves, phones
         use, factor = rng.random() < cfg.speed_probability, rng.uniform(*cfg.speed_factor)
         if not use:
-            return audio, curves
+            return audio, curves, phones
         audio = change_speed(audio, factor)
-        return audio, stretch_curves(curves, num_frames(audio.size))
+        frames = num_frames(audio.size)
+        return (audio, stretch_curves(curves, frames),
+                None if phones is None else stretch_labels(phones, frames))
 
     def _augment(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.augment_cfg is None:
@@ -559,6 +618,11 @@ def collate(samples: list[Sample]) -> dict[str, Any]:
     audio_b, lengths_b = pad_audio([s.audio_b for s in samples])
     target_cross, cross_frames = pad_curves([s.target_cross for s in samples])
     target_self, self_frames = pad_curves([s.target_self for s in samples])
+    phones = None
+    if samples[0].phones_self is not None:
+        phones = torch.full(target_self.shape[:2], IGNORE_LABEL, dtype=torch.long)  # (B, T)
+        for i, s in enumerate(samples):
+            phones[i, : s.phones_self.shape[0]] = torch.from_numpy(s.phones_self)
     return {
         "audio_a": audio_a, "lengths_a": lengths_a, "audio_b": audio_b, "lengths_b": lengths_b,
         "target_cross": target_cross, "cross_frames": cross_frames,
@@ -567,6 +631,7 @@ def collate(samples: list[Sample]) -> dict[str, Any]:
         "person": torch.tensor([s.person for s in samples]),  # (B,)
         "emotion": torch.tensor([s.emotion for s in samples]),  # (B,)
         "is_cross": torch.tensor([s.is_cross for s in samples]),  # (B,)
+        "phones_self": phones,  # (B, T_s) phone classes, or None without a phone head
         "clip_ids": [s.clip_id for s in samples],
         "epoch": samples[0].epoch, "position": samples[0].position,
         "skipped": [k for s in samples for k in s.skipped],

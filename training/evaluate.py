@@ -13,7 +13,8 @@ the targets. Reports (training/metrics.py defines each):
 - emotion_accuracy of the speech-emotion classifier (clips whose label the model knows);
 - lip_closure: AUC that aperture at open-vowel frames exceeds aperture at bilabial frames, for
   the model, the targets and the audio-energy baseline, pooled over the clips that have phones:
-  `DIR/phones/<clip_id>.json` ([[phone, start_s, end_s], ...]) or a transcript
+  the manifest's `phones` file or `DIR/phones/<clip_id>.json` ([[phone, start_s, end_s], ...]),
+  or a transcript
   `DIR/transcripts/<clip_id>.txt` aligned with `training.align` (pocketsphinx).
 
 Frame-weighted means: every frame of every clip counts once.
@@ -34,7 +35,7 @@ import numpy as np
 from emotalk_core.arkit import INDEX
 from emotalk_core.audio import load_audio, num_frames
 from emotalk_core.errors import EmoTalkError
-from emotalk_core.manifest import read_manifest
+from emotalk_core.manifest import ManifestEntry, read_manifest
 
 from . import data as D
 from . import metrics as M
@@ -43,46 +44,21 @@ from .config import DataSection
 PLOT_CHANNELS = ("jawOpen", "mouthClose", "mouthSmileLeft", "browInnerUp", "eyeBlinkLeft")
 
 
-def read_phone_file(path: Path) -> list[tuple[str, float, float]]:
-    """[[phone, start, end], ...] or [{"phone", "start", "end"}, ...], optionally under a
-    "phones" key. Raises ValueError naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc})") from exc
-    if isinstance(data, dict):
-        data = data.get("phones")
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of [phone, start_s, end_s]")
-    out = []
-    for item in data:
-        if isinstance(item, dict):
-            item = [item.get("phone"), item.get("start"), item.get("end")]
-        if (not isinstance(item, list | tuple) or len(item) != 3 or not isinstance(item[0], str)
-                or not all(isinstance(v, int | float) for v in item[1:])):
-            raise ValueError(f"{path}: bad phone entry {item!r}")
-        out.append((item[0], float(item[1]), float(item[2])))
-    return out
-
-
-def clip_frame_phones(data_dir: Path, clip_id: str, audio: np.ndarray, frames: int
+def clip_frame_phones(data_dir: Path, entry: ManifestEntry, audio: np.ndarray, frames: int
                       ) -> list[str | None] | None:
-    """Per-frame phones of a clip from its phone file or transcript, else None."""
-    phone_file = data_dir / "phones" / f"{clip_id}.json"
-    transcript = data_dir / "transcripts" / f"{clip_id}.txt"
-    if phone_file.is_file():
-        phones = read_phone_file(phone_file)
+    """Per-frame phones of a clip from its phone file (the manifest's `phones`, else
+    `DIR/phones/<clip_id>.json`) or transcript (aligned now), else None."""
+    phone_file = entry.phones or data_dir / "phones" / f"{entry.clip_id}.json"
+    transcript = data_dir / "transcripts" / f"{entry.clip_id}.txt"
+    if Path(phone_file).is_file():
+        phones = D.read_phone_file(Path(phone_file))
     elif transcript.is_file():
         from .align import align_phones  # pocketsphinx: only needed for transcripts
 
         phones = align_phones(audio, transcript.read_text(encoding="utf-8").strip())
     else:
         return None
-    try:
-        from .align import frame_phones
-    except ImportError:  # pocketsphinx missing: the same frame rule, without the aligner
-        frame_phones = M.fallback_frame_phones
-    return list(frame_phones(phones, frames))
+    return M.frame_phones(phones, frames)
 
 
 class Accumulator:
@@ -151,7 +127,7 @@ def evaluate(
             skipped.append(D.Skipped(clip.clip_id, str(exc)))
             continue
         try:
-            phones = clip_frame_phones(data_dir, clip.clip_id, audio, true.shape[0])
+            phones = clip_frame_phones(data_dir, clip.entry, audio, true.shape[0])
         except (ImportError, ValueError, RuntimeError, EmoTalkError) as exc:
             phone_errors.append({"clip_id": clip.clip_id, "reason": str(exc)})
             phones = None

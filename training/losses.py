@@ -2,12 +2,13 @@
 
     total = w_cross * MSE(cross, T) + w_self * MSE(self, A)
           + w_velocity * (VEL(cross, T) + VEL(self, A)) / 2
-          + w_emotion * CE(logits_B, emotion_B)
+          + w_emotion * CE(logits_B, emotion_B) + w_phone * CE(phone_logits_A, phones_A)
 
 MSE is over the valid frames of the batch (every frame weighs the same, so a long clip counts
 more than a short one, as in the paper's per-frame objective); VEL is the MSE of frame
 differences x[t+1] - x[t] over pairs of valid frames: it penalises jitter and lag that a
-per-frame loss tolerates. CE ignores clips without a usable emotion label (IGNORE_LABEL).
+per-frame loss tolerates. CE ignores clips without a usable emotion label (IGNORE_LABEL); the
+phone term (models with a phone head) is frame-level cross-entropy over frames with a phone.
 The weights live in the config ([loss]); training/README.md says why they are what they are.
 """
 
@@ -23,7 +24,7 @@ from emotalk_core.model.emotalk import TrainingOutputs
 from .config import LossSection
 from .data import IGNORE_LABEL
 
-PARTS = ("cross", "self", "velocity", "emotion")
+PARTS = ("cross", "self", "velocity", "emotion", "phone")
 
 
 def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -56,6 +57,18 @@ def emotion_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_LABEL)
 
 
+def phone_loss(logits: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
+    """logits (B, T, P), labels (B, T) with IGNORE_LABEL on unlabelled and padded frames ->
+    mean cross-entropy over labelled frames; 0 without a phone head, labels or labelled
+    frames."""
+    if logits is None:
+        return torch.zeros(())
+    if labels is None or not bool((labels != IGNORE_LABEL).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                           ignore_index=IGNORE_LABEL)
+
+
 def training_loss(out: TrainingOutputs, batch: dict[str, Any], w: LossSection
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted total and its (unweighted) parts, each a scalar tensor. Predictions are
@@ -67,7 +80,8 @@ def training_loss(out: TrainingOutputs, batch: dict[str, Any], w: LossSection
         "velocity": 0.5 * (velocity_loss(cross, batch["target_cross"], batch["cross_frames"])
                            + velocity_loss(self_, batch["target_self"], batch["self_frames"])),
         "emotion": emotion_loss(out.emotion_logits, batch["emotion"]),
+        "phone": phone_loss(out.phone_logits, batch.get("phones_self")).to(cross.device),
     }
     total = (w.cross * parts["cross"] + w.self * parts["self"] + w.velocity * parts["velocity"]
-             + w.emotion * parts["emotion"])
+             + w.emotion * parts["emotion"] + w.phone * parts["phone"])
     return total, parts

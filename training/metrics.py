@@ -223,10 +223,11 @@ class ClosureScores:
         return auc(np.concatenate(self.vowel[name]), np.concatenate(self.bilabial[name]))
 
 
-def fallback_frame_phones(phones: Sequence[tuple[str, float, float]], num_frames: int,
-                          fps: float = FPS) -> list[str | None]:
-    """A phone owns the frames whose centres it covers (DESIGN.md section 8). Used only when
-    `training.align` cannot be imported (it needs pocketsphinx); the same rule."""
+def frame_phones(phones: Sequence[tuple[str, float, float]], num_frames: int,
+                 fps: float = FPS) -> list[str | None]:
+    """The phone owning each frame: the one whose interval covers the frame's centre
+    ((k + 0.5) / fps), DESIGN.md section 8. Frames no phone covers are None ("SIL" phones stay
+    "SIL")."""
     out: list[str | None] = [None] * num_frames
     for phone, start, end in phones:
         first = max(0, math.ceil(start * fps - 0.5))

@@ -18,6 +18,10 @@ on, recordings of people. The registries offer a few with transcripts (DESIGN.md
   and kal16, US male) reading grammar sentences at several rates: two more, natural-sounding
   voices for training. BSD-style licence (CMU). awb and slt are left out: they are the speakers
   of the ARCTIC test clips.
+- fotaq: the voice acting of the freeware game Flight of the Amazon Queen (Debian
+  `flight-of-the-amazon-queen`): about 3 hours of dialogue by a cast of actors, mostly male,
+  11 kHz MP3, transcripts from the game's dialogue files (training.fotaq). Freeware licence:
+  free distribution and modification with the notices kept, no selling the game itself.
 
 Each clip is converted to 16 kHz mono, force-aligned (training.align), and labelled by the same
 teacher as the synthetic corpus (emotion neutral, intensity 0, a person id per speaker whose
@@ -25,7 +29,7 @@ articulation style the teacher uses). Clips whose transcript holds non-speech ma
 not English, or that fail to align are skipped and listed in DIR/SOURCES.md.
 
 Held-out split (documented in SOURCES.md): whole sources, so no speaker of val/test is heard
-in training: asterisk and flite -> train, mfa -> val, arctic -> test (override with
+in training: asterisk, flite and fotaq -> train, mfa -> val, arctic -> test (override with
 --split SRC=SPLIT).
 
 Downloads go to DIR/.cache (or --cache). Nothing here is committed: run it at build time.
@@ -56,7 +60,7 @@ import numpy as np
 from emotalk_core.audio import load_audio, num_frames
 from emotalk_core.manifest import ManifestEntry, write_manifest
 
-from . import align
+from . import align, fotaq
 from .synth import teacher
 from .synth.corpus import phones_json, write_npy, write_text, write_wav
 from .synth.features import analyse
@@ -64,11 +68,15 @@ from .synth.phonemes import TimedPhone
 from .synth.sentences import sentences
 from .synth.styles import NUM_PERSONS, PERSONS
 
-SOURCES = ("asterisk", "mfa", "arctic", "flite")
-DEFAULT_SPLITS = {"asterisk": "train", "mfa": "val", "arctic": "test", "flite": "train"}
+SOURCES = ("asterisk", "mfa", "arctic", "flite", "fotaq")
+DEFAULT_SPLITS = {"asterisk": "train", "mfa": "val", "arctic": "test", "flite": "train",
+                  "fotaq": "train"}
 # Person (articulation style) per known speaker; unknown speakers hash onto 0..23.
 SPEAKER_PERSONS = {"allison": 1, "michael": 0, "awb": 2, "slt": 3}
 MIN_SECONDS = 0.4
+# Acted dialogue carries emotions nobody labelled: its clips train lip sync but not the emotion
+# classifier or the presets (emotion null in the manifest). Their face labels stay neutral.
+ACTED_SOURCES = frozenset({"fotaq"})
 _SUBPROCESS_TIMEOUT = 900
 
 
@@ -127,6 +135,16 @@ SOURCE_INFO = {
         "not recordings but voices learned from them: rms (US male) and kal16 (US male), "
         "at several speaking rates; awb and slt are left out because they are the speakers of "
         "the held-out ARCTIC test clips",
+    ),
+    "fotaq": SourceInfo(
+        "fotaq",
+        "Debian package flight-of-the-amazon-queen 1.0.0 (apt-get download): the speech clips "
+        "and dialogue files of the game's CD version (queen.1c)",
+        "Flight of the Amazon Queen licence (John Passfield and Steven Stamatiadis, 1995): free "
+        "distribution and modification with the readme and copyright notices kept and "
+        "modified versions marked; no fee for the game itself",
+        "voice acting of about 30 characters by a small cast (mostly male, a few female "
+        "voices), 11 kHz MP3; speakers are the game's characters (one actor may voice several)",
     ),
 }
 _PIP_PACKAGES = {
@@ -350,8 +368,32 @@ def fetch_flite(cache: Path) -> list[RawClip]:
     return clips
 
 
+def fetch_fotaq(cache: Path) -> list[RawClip]:
+    """The game's voiced dialogue lines, each clip written once into the cache."""
+    root = cache / "fotaq"
+    package = deb_extract(apt_download("flight-of-the-amazon-queen", cache / "debs"),
+                          root / "deb")
+    [archive] = list(package.rglob("queen.1c")) or [None]
+    if archive is None:
+        raise SourceError("queen.1c is missing from flight-of-the-amazon-queen")
+    try:
+        extension, lines = fotaq.voiced_lines(archive)
+        clips = []
+        for resource, line in lines:
+            path = root / "clips" / f"{line.clip}{extension}"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(f".{path.name}.partial")
+                partial.write_bytes(fotaq.read_resource(archive, resource))
+                os.replace(partial, path)
+            clips.append(RawClip("fotaq", line.speaker, line.clip, path, line.text))
+    except fotaq.FormatError as exc:
+        raise SourceError(str(exc)) from exc
+    return clips
+
+
 FETCHERS = {"asterisk": fetch_asterisk, "mfa": fetch_mfa, "arctic": fetch_arctic,
-            "flite": fetch_flite}
+            "flite": fetch_flite, "fotaq": fetch_fotaq}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,7 +514,9 @@ def _entry(record: dict) -> ManifestEntry:
     clip_id = record["clip_id"]
     return ManifestEntry(
         clip_id=clip_id, audio=Path("audio") / f"{clip_id}.wav",
-        blendshapes=Path("blendshape") / f"{clip_id}.npy", emotion="neutral", intensity=0,
+        blendshapes=Path("blendshape") / f"{clip_id}.npy",
+        phones=Path("phones") / f"{clip_id}.json",
+        emotion=None if record["source"] in ACTED_SOURCES else "neutral", intensity=0,
         person=record["person"], content_id=f"{record['source']}-{record['key']}",
         split=record["split"],
     )  # fmt: skip

@@ -371,10 +371,11 @@ class Trainer:
                               "without validation: --set train.val_interval=0") from exc
         for s in skipped:
             self.skipped[s.clip_id] = s.reason
-        labels = build_model_config(cfg.model, cfg.source or "<config>",
-                                    read_pretrained=False).emotion_labels
+        model_cfg = build_model_config(cfg.model, cfg.source or "<config>", read_pretrained=False)
+        labels, phones = model_cfg.emotion_labels, model_cfg.phone_labels
         self.train_clips = clips[d.train_split]
-        self.train_set = D.PairDataset(self.train_clips, d, labels, cfg.seed, cfg.augment)
+        self.train_set = D.PairDataset(self.train_clips, d, labels, cfg.seed, cfg.augment,
+                                       phone_labels=phones)
         keys, lengths = self.train_set.epoch_items()
         self.batches = D.BucketBatches(lengths, d.batch_size, d.bucket_batches, cfg.seed,
                                        self.dist.rank, self.dist.world, keys=keys)
@@ -382,7 +383,8 @@ class Trainer:
         if self.cfg.train.val_interval:
             val = D.subsample(clips[d.val_split], d.val_max_clips)
             self.val_set = D.PairDataset(val, d, labels, cfg.seed, None,
-                                         donors=self.train_clips + val, train=False)
+                                         donors=self.train_clips + val, train=False,
+                                         phone_labels=phones)
         self.log(f"data: {len(self.train_clips)} training clips "
                  f"({sum(c.seconds for c in self.train_clips) / 3600:.2f} h, "
                  f"{self.train_set.pairs.cross_fraction():.0%} can form cross pairs), "

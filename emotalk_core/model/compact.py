@@ -51,15 +51,42 @@ class LogMel(nn.Module):
     def frames(self, num_samples: torch.Tensor) -> torch.Tensor:
         return torch.div(num_samples, self.hop, rounding_mode="floor") + 1
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, audio: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
         """audio (B, S) -> log-mel (B, S // hop + 1, n_mels). Zero padding on both sides, so the
-        frames of a clip do not depend on what follows its end."""
+        frames of a clip do not depend on what follows its end. `warp` (B,): per-clip
+        frequency warp factors (training's vocal tract length perturbation)."""
         padded = F.pad(audio, (self.n_fft // 2, self.n_fft // 2))
         spec = torch.stft(padded, self.n_fft, self.hop, window=self.window, center=False,
                           return_complex=True)  # (B, F, frames)
         power = spec.real.square() + spec.imag.square()
+        if warp is not None:
+            power = warp_frequencies(power, warp)
         mel = torch.matmul(self.filters, power)  # (B, n_mels, frames)
         return torch.log(mel + 1e-6).transpose(1, 2)
+
+
+# Output frequency (share of Nyquist) up to which a warp is a pure scaling; above it the warp
+# bends linearly so that Nyquist stays Nyquist and no band is lost or invented.
+_WARP_KNEE = 0.85
+
+
+def warp_frequencies(power: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """power (B, F, M) spectra, factors (B,) -> (B, F, M): each clip's spectrum stretched along
+    frequency by its factor (piecewise linear, linear interpolation between bins). A factor
+    above 1 moves formants up, as a shorter vocal tract would; 1 leaves the spectrum as it is."""
+    bins = power.shape[1]
+    top = float(bins - 1)
+    knee = _WARP_KNEE * top
+    out_bins = torch.arange(bins, device=power.device, dtype=power.dtype)[None]  # (1, F)
+    factor = factors.to(power.dtype)[:, None]  # (B, 1)
+    knee_source = knee / factor  # (B, 1): where the knee's output reads from
+    below = out_bins / factor
+    above = knee_source + (out_bins - knee) * (top - knee_source) / (top - knee)
+    source = torch.where(out_bins <= knee, below, above).clamp(0.0, top)  # (B, F)
+    left = source.floor().clamp(max=top - 1)
+    frac = (source - left)[..., None]  # (B, F, 1)
+    index = left.long()[..., None].expand(-1, -1, power.shape[2])  # (B, F, M)
+    return (1.0 - frac) * power.gather(1, index) + frac * power.gather(1, index + 1)
 
 
 class CompactBackbone(nn.Module):
@@ -69,6 +96,7 @@ class CompactBackbone(nn.Module):
         self.mel = LogMel(cfg)
         self.feature_norm = cfg.feature_norm
         self.freq_masks, self.freq_mask_bins = cfg.freq_masks, cfg.freq_mask_bins
+        self.vtlp = cfg.vtlp
         # "utterance" uses only the affine weight and bias of this LayerNorm (same keys).
         self.mel_norm = nn.LayerNorm(cfg.n_mels)
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.conv_channels, 3, padding=1)
@@ -91,7 +119,10 @@ class CompactBackbone(nn.Module):
     def features_50hz(self, audio: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """Per clip (T50_i, C) features at 50 Hz."""
         mel_lengths = self.mel.frames(lengths)
-        x = self.mel(audio)  # (B, M, n_mels)
+        warp = None
+        if self.training and self.vtlp:  # drawn from torch's global generator, like dropout
+            warp = 1.0 + (torch.rand(audio.shape[0], device=audio.device) * 2 - 1) * self.vtlp
+        x = self.mel(audio, warp)  # (B, M, n_mels)
         valid = frame_mask(mel_lengths, x.shape[1])  # (B, M)
         x = self.normalise(x, valid)
         if self.training and self.freq_masks and self.freq_mask_bins:

@@ -46,6 +46,7 @@ class TrainingOutputs(NamedTuple):
     cross: torch.Tensor  # (B, T_cross, 52): content of A with emotion of B
     self_: torch.Tensor  # (B, T_self, 52): content and emotion of A
     emotion_logits: torch.Tensor  # (B, labels): classifier on B
+    phone_logits: torch.Tensor | None = None  # (B, T_self, phones): phone head on A's content
 
 
 class EmoTalk(nn.Module):
@@ -66,6 +67,8 @@ class EmoTalk(nn.Module):
         # Zero-initialised head: training starts from the neutral face.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.phone_head = (nn.Linear(c.content_encoder.output_dim, len(c.phone_labels))
+                           if c.phone_labels else None)
 
     # -- encoders -------------------------------------------------------------------------------
     def encode_content(
@@ -141,7 +144,8 @@ class EmoTalk(nn.Module):
 
         Clip A has content c1 / emotion e2, clip B content c2 / emotion e1. Content of A with
         emotion of B (at `cross_frames`, the target c1-e1 length) must give c1-e1; content and
-        emotion of A (at `self_frames`) must give A; B's logits train the classifier.
+        emotion of A (at `self_frames`) must give A; B's logits train the classifier. With a
+        phone head, A's content features (at `self_frames`) also classify A's phones.
         """
         content_cross = self.encode_content(audio_a, lengths_a, cross_frames)
         emotion_b, logits_b = self.encode_emotion(audio_b, lengths_b, cross_frames)
@@ -152,8 +156,10 @@ class EmoTalk(nn.Module):
         emotion_a, _ = self.encode_emotion(audio_a, lengths_a, self_frames)
         cross = self.decode(content_cross, emotion_b, level, person)
         self_ = self.decode(content_self, emotion_a, level, person)
+        phones = None if self.phone_head is None else self.phone_head(content_self)
         return TrainingOutputs(
-            _zero_padding(cross, cross_frames), _zero_padding(self_, self_frames), logits_b
+            _zero_padding(cross, cross_frames), _zero_padding(self_, self_frames), logits_b,
+            phones,
         )
 
 

@@ -330,6 +330,7 @@ def _entries(record: dict) -> list[ManifestEntry]:
             clip_id=clip["clip_id"],
             audio=Path("audio") / f"{clip['clip_id']}.wav",
             blendshapes=Path("blendshape") / f"{clip['clip_id']}.npy",
+            phones=Path("phones") / f"{clip['clip_id']}.json",
             emotion=clip["emotion"],
             intensity=clip["intensity"],
             person=record["person"],
