@@ -76,6 +76,10 @@ class CompactEncoderConfig:
     # frequency axis by a factor drawn from [1 - vtlp, 1 + vtlp], moving its formants as a
     # shorter or longer vocal tract would, without changing timing or pitch. 0 disables it.
     vtlp: float = 0.0
+    # Cepstral smoothing of the log-mel frames: keep the first `cepstral_coefficients` DCT
+    # coefficients (the spectral envelope: formants) and drop the rest (the harmonics of the
+    # voice's pitch, which say who speaks, not what). 0 keeps the frames as they are.
+    cepstral_coefficients: int = 0
 
     def __post_init__(self) -> None:
         if self.feature_norm not in FEATURE_NORMS:
@@ -84,6 +88,9 @@ class CompactEncoderConfig:
         if self.freq_masks < 0 or not 0 <= self.freq_mask_bins <= self.n_mels:
             raise ModelError("compact encoder config: freq_masks must not be negative and "
                              "freq_mask_bins must be within [0, n_mels]")
+        if not 0 <= self.cepstral_coefficients <= self.n_mels:
+            raise ModelError(f"compact encoder config: cepstral_coefficients must be within "
+                             f"[0, n_mels = {self.n_mels}], got {self.cepstral_coefficients}")
         if not 0.0 <= self.vtlp < 0.5:
             raise ModelError(f"compact encoder config: vtlp must be within [0, 0.5), got "
                              f"{self.vtlp}")

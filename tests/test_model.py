@@ -277,3 +277,22 @@ def test_phone_head_classifies_the_content_features(tiny_compact_config):
                                   one_hot_weights(torch.tensor([1, 2]), 24)).phone_logits is None
     with pytest.raises(ModelError, match="phone_labels must not repeat"):
         dataclasses.replace(tiny_compact_config, phone_labels=("SIL", "M", "M"))
+
+
+def test_cepstral_smoothing_keeps_the_envelope_and_drops_the_harmonics():
+    from emotalk_core.model.compact import CompactBackbone, cepstral_smoother
+
+    torch.testing.assert_close(torch.from_numpy(cepstral_smoother(40, 40)), torch.eye(40),
+                               atol=1e-5, rtol=0)
+    smoother = torch.from_numpy(cepstral_smoother(40, 12))
+    bins = torch.arange(40.0)
+    envelope = 3.0 * torch.exp(-(((bins - 12) / 6) ** 2))  # one broad formant (log domain)
+    ripple = 0.5 * torch.cos(torch.pi * bins)  # the finest detail: alternate bins
+    torch.testing.assert_close(envelope @ smoother, envelope, atol=0.15, rtol=0)
+    smoothed = ripple @ smoother
+    assert smoothed[4:-4].abs().max() < 0.05 and smoothed.norm() < 0.15 * ripple.norm()
+    cfg = CompactEncoderConfig(n_mels=40, conv_channels=32, hidden_size=32, num_layers=1,
+                               num_heads=2, ffn_size=64, cepstral_coefficients=12)
+    assert CompactBackbone(cfg).smoother.shape == (40, 40)
+    with pytest.raises(ModelError, match="cepstral_coefficients must be within"):
+        CompactEncoderConfig(n_mels=40, cepstral_coefficients=41)

@@ -399,7 +399,7 @@ def test_merge_keeps_only_the_chosen_splits_and_rejects_clashing_ids(tmp_path):
 
 
 # -- phone labels (models with a phone head) ------------------------------------------------------
-def _with_phones(manifest: Path, phones_of) -> Path:
+def with_phones(manifest: Path, phones_of) -> Path:
     """The manifest's clips with a phone file each (phones_of(entry, seconds) -> list or None
     for no file), written next to it as phones.jsonl."""
     folder = manifest.parent / "phones"
@@ -419,7 +419,7 @@ def _with_phones(manifest: Path, phones_of) -> Path:
     return out
 
 
-def _steps(entry, seconds: float) -> list:
+def alternating_phones(entry, seconds: float) -> list:
     """SIL, then M and AA alternating every 0.1 s: frame k's phone is known from its time."""
     cuts = np.arange(0.1, seconds, 0.1)
     names = ["SIL"] + [("M", "AA1")[i % 2] for i in range(len(cuts))]
@@ -428,15 +428,15 @@ def _steps(entry, seconds: float) -> list:
 
 
 def _expected(frames: int, phone_labels=PHONE_LABELS) -> np.ndarray:
-    """The classes _steps gives frames 0..frames-1 (frame centres at (k + 0.5) / 30 s)."""
+    """The classes alternating_phones gives frames 0..frames-1 (centres at (k + 0.5) / 30 s)."""
     step = np.floor((np.arange(frames) + 0.5) / 30 / 0.1).astype(int)
     names = ["SIL" if s == 0 else ("M", "AA")[(s - 1) % 2] for s in step]
     return np.array([phone_labels.index(n) for n in names])
 
 
 def test_phone_labels_follow_the_frames_through_crop_and_speed(tmp_path):
-    manifest = _with_phones(make_corpus(tmp_path, persons=1, contents=1, val_contents=0,
-                                        seconds=(2.0, 2.2)), _steps)
+    manifest = with_phones(make_corpus(tmp_path, persons=1, contents=1, val_contents=0,
+                                        seconds=(2.0, 2.2)), alternating_phones)
     cfg = DataSection(max_seconds=1.0, cross_pairs=False)
     clips = clips_of(manifest, cfg=cfg)
     dataset = D.PairDataset(clips, cfg, PRESET_NAMES, seed=0, phone_labels=PHONE_LABELS)
@@ -465,9 +465,9 @@ def test_phone_labels_are_ignored_without_a_file_and_a_bad_file_is_reported(tmp_
     def some(entry, seconds):
         if entry.emotion == "happy":
             return "[[\"M\", 0.0]]"  # a broken entry
-        return None if entry.emotion == "sad" else _steps(entry, seconds)
+        return None if entry.emotion == "sad" else alternating_phones(entry, seconds)
 
-    manifest = _with_phones(make_corpus(tmp_path, persons=1, contents=2, val_contents=0), some)
+    manifest = with_phones(make_corpus(tmp_path, persons=1, contents=2, val_contents=0), some)
     clips = clips_of(manifest, cfg=DataSection(cross_pairs=False))
     dataset = D.PairDataset(clips, DataSection(cross_pairs=False), PRESET_NAMES, seed=0,
                             phone_labels=PHONE_LABELS)

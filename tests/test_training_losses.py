@@ -109,3 +109,18 @@ def test_phone_loss_counts_labelled_frames_only():
     assert L.phone_loss(logits, labels) == pytest.approx(30.0 / 4, rel=1e-3)  # 1 wrong of 4
     assert L.phone_loss(logits, torch.full((2, 3), IGNORE_LABEL)) == 0
     assert L.phone_loss(None, labels) == 0 and L.phone_loss(logits, None) == 0
+
+
+def test_aperture_loss_sees_a_missed_closure_at_full_weight():
+    from emotalk_core.arkit import INDEX
+
+    lengths = torch.tensor([6, 4])
+    target = _padded([6, 4], 6)
+    open_mouth = target.clone()
+    open_mouth[:, :, INDEX["mouthClose"]] -= 0.2  # lips fail to close by 0.2 everywhere
+    assert L.aperture_loss(target, target, lengths) == 0
+    assert L.aperture_loss(open_mouth, target, lengths) == pytest.approx(0.04, rel=1e-4)
+    assert L.masked_mse(open_mouth, target, lengths) == pytest.approx(0.04 / 52, rel=1e-4)
+    smile = target.clone()
+    smile[:, :, INDEX["mouthSmileLeft"]] += 0.2  # not an aperture channel
+    assert L.aperture_loss(smile, target, lengths) < 1e-10

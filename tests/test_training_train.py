@@ -226,3 +226,22 @@ def test_full_config_trains_with_pretrained_wav2vec2_folders(corpus, tmp_path):
     assert result.step == 3 and len(records(tmp_path / "run", "val")) == 2
     predictor = Predictor(tmp_path / "run" / "model", device="cpu")
     assert predictor.model.config.kind == "wav2vec2" and predictor.presets
+
+
+def test_phone_head_trains_and_validation_reports_lip_closure(tmp_path):
+    from .test_training_data import alternating_phones, with_phones
+
+    make_corpus(tmp_path / "data", persons=1, contents=2, val_contents=1, seconds=(0.8, 1.0))
+    with_phones(tmp_path / "data" / "manifest.jsonl", alternating_phones)
+    cfg = tiny("train.val_interval=15", "model.phone_head=true", "loss.phone=1.0",
+               "loss.aperture=1.0", "data.manifest=\"phones.jsonl\"")
+    run(cfg, tmp_path / "data", tmp_path / "run", max_steps=30)
+    train, val = records(tmp_path / "run"), records(tmp_path / "run", "val")
+    assert all(np.isfinite(r["phone"]) and np.isfinite(r["aperture"]) for r in train)
+    # the phone head learns: SIL / M / AA alternate on a fixed grid (from ln 40 = 3.7)
+    assert np.mean([r["phone"] for r in train[-5:]]) < 0.7 * train[0]["phone"]
+    assert 0.0 <= val[-1]["lip_closure_auc"] <= 1.0 and val[-1]["bilabial_frames"] > 0
+    predictor = Predictor(tmp_path / "run" / "model", device="cpu")
+    assert predictor.model.phone_head is not None
+    entry = read_manifest(tmp_path / "data" / "phones.jsonl")[0]
+    assert predictor.predict(entry.audio).values.shape[1] == 52

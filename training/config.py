@@ -142,6 +142,7 @@ class LossSection:
     velocity: float = 0.5
     emotion: float = 0.02
     phone: float = 0.0  # frame-level phone classification; needs model.phone_head
+    aperture: float = 0.0  # MSE of the mouth-opening score (the lip-closure metric's)
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ def _check_rules(c: TrainConfig, source: str) -> None:
                     "optim.grad_clip": c.optim.grad_clip,
                     "data.length_tolerance_frames": c.data.length_tolerance_frames}
     problems += [f"{k} must not be negative, got {v}" for k, v in non_negative.items() if v < 0]
-    for name in ("cross", "self", "velocity", "emotion", "phone"):
+    for name in ("cross", "self", "velocity", "emotion", "phone", "aperture"):
         if getattr(c.loss, name) < 0:
             problems.append(f"loss.{name} must not be negative")
     if c.loss.phone > 0 and not c.model.phone_head:

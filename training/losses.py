@@ -3,12 +3,16 @@
     total = w_cross * MSE(cross, T) + w_self * MSE(self, A)
           + w_velocity * (VEL(cross, T) + VEL(self, A)) / 2
           + w_emotion * CE(logits_B, emotion_B) + w_phone * CE(phone_logits_A, phones_A)
+          + w_aperture * (MSE(aperture(cross), aperture(T)) + MSE(aperture(self), aperture(A))) / 2
 
 MSE is over the valid frames of the batch (every frame weighs the same, so a long clip counts
 more than a short one, as in the paper's per-frame objective); VEL is the MSE of frame
 differences x[t+1] - x[t] over pairs of valid frames: it penalises jitter and lag that a
 per-frame loss tolerates. CE ignores clips without a usable emotion label (IGNORE_LABEL); the
 phone term (models with a phone head) is frame-level cross-entropy over frames with a phone.
+The aperture term is the MSE of the mouth-opening score that the lip-closure metric ranks
+(training/metrics.py): one direction of the 52 channels, which the plain MSE weighs no more
+than any eye or brow channel although lip sync is judged on it.
 The weights live in the config ([loss]); training/README.md says why they are what they are.
 """
 
@@ -23,8 +27,9 @@ from emotalk_core.model.emotalk import TrainingOutputs
 
 from .config import LossSection
 from .data import IGNORE_LABEL
+from .metrics import aperture
 
-PARTS = ("cross", "self", "velocity", "emotion", "phone")
+PARTS = ("cross", "self", "velocity", "emotion", "phone", "aperture")
 
 
 def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -57,6 +62,12 @@ def emotion_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_LABEL)
 
 
+def aperture_loss(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor
+                  ) -> torch.Tensor:
+    """pred, target (B, T, 52) -> MSE of their aperture scores (B, T) over valid frames."""
+    return masked_mse(aperture(pred)[..., None], aperture(target)[..., None], lengths)
+
+
 def phone_loss(logits: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
     """logits (B, T, P), labels (B, T) with IGNORE_LABEL on unlabelled and padded frames ->
     mean cross-entropy over labelled frames; 0 without a phone head, labels or labelled
@@ -81,7 +92,10 @@ def training_loss(out: TrainingOutputs, batch: dict[str, Any], w: LossSection
                            + velocity_loss(self_, batch["target_self"], batch["self_frames"])),
         "emotion": emotion_loss(out.emotion_logits, batch["emotion"]),
         "phone": phone_loss(out.phone_logits, batch.get("phones_self")).to(cross.device),
+        "aperture": 0.5 * (aperture_loss(cross, batch["target_cross"], batch["cross_frames"])
+                           + aperture_loss(self_, batch["target_self"], batch["self_frames"])),
     }
     total = (w.cross * parts["cross"] + w.self * parts["self"] + w.velocity * parts["velocity"]
-             + w.emotion * parts["emotion"] + w.phone * parts["phone"])
+             + w.emotion * parts["emotion"] + w.phone * parts["phone"]
+             + w.aperture * parts["aperture"])
     return total, parts

@@ -141,11 +141,12 @@ def mesh_eve(head: HeadMesh, pred: np.ndarray, true: np.ndarray) -> float:
 
 # -- lip closure ----------------------------------------------------------------------------------
 def aperture(curves: np.ndarray) -> np.ndarray:
-    """(T, 52) -> (T,) mouth opening score."""
+    """(..., T, 52) -> (..., T) mouth opening score (numpy arrays or torch tensors)."""
     c = curves
-    return (c[:, INDEX["jawOpen"]] - c[:, INDEX["mouthClose"]]
-            + 0.5 * (c[:, INDEX["mouthLowerDownLeft"]] + c[:, INDEX["mouthLowerDownRight"]]) / 2
-            + 0.25 * (c[:, INDEX["mouthUpperUpLeft"]] + c[:, INDEX["mouthUpperUpRight"]]) / 2)
+    return (c[..., INDEX["jawOpen"]] - c[..., INDEX["mouthClose"]]
+            + 0.5 * (c[..., INDEX["mouthLowerDownLeft"]] + c[..., INDEX["mouthLowerDownRight"]])
+            / 2
+            + 0.25 * (c[..., INDEX["mouthUpperUpLeft"]] + c[..., INDEX["mouthUpperUpRight"]]) / 2)
 
 
 def frame_log_rms(audio: np.ndarray, frames: int) -> np.ndarray:

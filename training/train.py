@@ -60,6 +60,7 @@ from emotalk_core.manifest import ManifestEntry, write_manifest
 from emotalk_core.model import EmoTalk, level_weights, one_hot_weights
 
 from . import data as D
+from . import metrics as M
 from .config import (
     ConfigError,
     ModelSection,
@@ -634,17 +635,24 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
         """Loss parts, coefficient-space LVE/EVE of the self-reconstruction (what inference
-        computes) and the classifier's accuracy, over this rank's share, summed over ranks."""
+        computes), the classifier's accuracy and, for models with a phone head, the lip-closure
+        AUC on the clips with phones, over this rank's share, pooled over ranks."""
         assert self.val_set is not None
         self.net.eval()
         sums = torch.zeros(len(PARTS) + 7, dtype=torch.float64)
+        closure = M.ClosureScores.empty()
         keys = D.validation_batches(self.val_set, self.cfg.data.batch_size, self.dist.rank,
                                     self.dist.world)
         for batch_keys in keys:
             batch = D.collate([self.val_set[k] for k in batch_keys])
-            sums += self._val_batch(batch)
+            sums += self._val_batch(batch, closure)
         self.net.train()
         sums = self.dist.sum_(sums)
+        pooled = M.ClosureScores.empty()
+        for part in self.dist.gather(closure):
+            for name in part.vowel:
+                pooled.vowel.setdefault(name, []).extend(part.vowel[name])
+                pooled.bilabial.setdefault(name, []).extend(part.bilabial[name])
         clips = max(float(sums[len(PARTS) + 1]), 1.0)
         record: dict[str, Any] = {"step": self.step, "split": "val"}
         record["loss"] = float(sums[0]) / clips
@@ -655,6 +663,9 @@ class Trainer:
         record["emotion_accuracy"] = (float(sums[len(PARTS) + 4]) / labelled if labelled
                                       else None)
         record["clips"] = int(clips)
+        if pooled.vowel:
+            record["lip_closure_auc"] = pooled.auc("model")
+            record["bilabial_frames"] = pooled.counts()[1]
         best = self.best_val is None or record["loss"] < self.best_val
         record["best"] = best
         if best:
@@ -667,7 +678,7 @@ class Trainer:
                  f"{record['lve_coeff']:.4f}" + (" (best)" if best else ""))
         return record
 
-    def _val_batch(self, batch: dict[str, Any]) -> torch.Tensor:
+    def _val_batch(self, batch: dict[str, Any], closure: M.ClosureScores) -> torch.Tensor:
         dev = self.dist.device
         b = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
         for s in batch["skipped"]:
@@ -686,6 +697,12 @@ class Trainer:
         labels = b["emotion"]
         valid = labels != D.IGNORE_LABEL
         correct = ((out.emotion_logits.argmax(-1) == labels) & valid).sum()
+        if b["phones_self"] is not None:
+            names = self.net.config.phone_labels
+            opening = M.aperture(out.self_.float()).cpu().numpy()  # (B, T)
+            for i, n in enumerate(b["self_frames"].tolist()):
+                phones = [names[k] if k >= 0 else None for k in b["phones_self"][i, :n].tolist()]
+                closure.add(phones, {"model": opening[i, :n]})
         values = [loss * n] + [parts[p] * n for p in PARTS] + [
             torch.tensor(n), lve, eve, correct, mask.sum(), valid.sum()]
         return torch.stack([torch.as_tensor(v).double().cpu() for v in values])

@@ -89,6 +89,17 @@ def warp_frequencies(power: torch.Tensor, factors: torch.Tensor) -> torch.Tensor
     return (1.0 - frac) * power.gather(1, index) + frac * power.gather(1, index + 1)
 
 
+def cepstral_smoother(n_mels: int, keep: int) -> np.ndarray:
+    """(n_mels, n_mels) matrix S: log-mel frames x (..., n_mels) -> x @ S keeps the first `keep`
+    coefficients of their orthonormal DCT-II and zeroes the rest (a low-pass lifter)."""
+    k = np.arange(n_mels)[:, None]
+    n = np.arange(n_mels)[None, :]
+    dct = np.sqrt(2.0 / n_mels) * np.cos(np.pi / n_mels * (n + 0.5) * k)  # (coef, bin)
+    dct[0] /= np.sqrt(2.0)
+    mask = (np.arange(n_mels) < keep).astype(np.float64)
+    return (dct.T @ np.diag(mask) @ dct).T.astype(np.float32)
+
+
 class CompactBackbone(nn.Module):
     def __init__(self, cfg: CompactEncoderConfig):
         super().__init__()
@@ -97,6 +108,10 @@ class CompactBackbone(nn.Module):
         self.feature_norm = cfg.feature_norm
         self.freq_masks, self.freq_mask_bins = cfg.freq_masks, cfg.freq_mask_bins
         self.vtlp = cfg.vtlp
+        smoother = None
+        if cfg.cepstral_coefficients:
+            smoother = torch.from_numpy(cepstral_smoother(cfg.n_mels, cfg.cepstral_coefficients))
+        self.register_buffer("smoother", smoother, persistent=False)
         # "utterance" uses only the affine weight and bias of this LayerNorm (same keys).
         self.mel_norm = nn.LayerNorm(cfg.n_mels)
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.conv_channels, 3, padding=1)
@@ -123,6 +138,8 @@ class CompactBackbone(nn.Module):
         if self.training and self.vtlp:  # drawn from torch's global generator, like dropout
             warp = 1.0 + (torch.rand(audio.shape[0], device=audio.device) * 2 - 1) * self.vtlp
         x = self.mel(audio, warp)  # (B, M, n_mels)
+        if self.smoother is not None:
+            x = x @ self.smoother
         valid = frame_mask(mel_lengths, x.shape[1])  # (B, M)
         x = self.normalise(x, valid)
         if self.training and self.freq_masks and self.freq_mask_bins:
