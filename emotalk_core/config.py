@@ -41,7 +41,7 @@ class Wav2Vec2EncoderConfig:
         return hash(json.dumps(self.wav2vec2, sort_keys=True))
 
 
-FEATURE_NORMS = ("frame", "utterance")
+FEATURE_NORMS = ("frame", "utterance", "frame+level")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class CompactEncoderConfig:
     n_mels: int = 80
     n_fft: int = 400  # 25 ms at 16 kHz
     hop_length: int = 160  # 10 ms: 100 Hz mel frames
+    # Highest frequency of the mel filterbank (Hz); 0 means Nyquist (8 kHz). Below 4 kHz every
+    # recording looks alike, whatever its bandwidth (telephone, game audio or studio speech), so
+    # bandwidth cannot tell the network which kind of voice it hears.
+    f_max: float = 0.0
     conv_channels: int = 256
     hidden_size: int = 256
     num_layers: int = 4
@@ -66,6 +70,9 @@ class CompactEncoderConfig:
     # - "utterance": each bin minus its mean over the clip, divided by one scale per clip, then
     #   a learned per-bin affine. Keeps the loudness contour (closures are quiet) and removes the
     #   recording channel's fixed colouring, which is what differs between voices and rooms.
+    # - "frame+level": "frame", plus one more input channel: each frame's mean log-mel level,
+    #   standardised over the clip. The spectrum's shape stays free of the voice's loudness while
+    #   the network still hears that a nasal murmur or a closure is quieter than a vowel.
     feature_norm: str = "frame"
     # Training only (SpecAugment's frequency masking): `freq_masks` bands of up to
     # `freq_mask_bins` mel bins each are zeroed per clip, so that no single band (a speaker's
@@ -88,6 +95,9 @@ class CompactEncoderConfig:
         if self.freq_masks < 0 or not 0 <= self.freq_mask_bins <= self.n_mels:
             raise ModelError("compact encoder config: freq_masks must not be negative and "
                              "freq_mask_bins must be within [0, n_mels]")
+        if not 0.0 <= self.f_max <= SAMPLE_RATE / 2:
+            raise ModelError(f"compact encoder config: f_max must be within [0, "
+                             f"{SAMPLE_RATE // 2}] Hz (0: Nyquist), got {self.f_max}")
         if not 0 <= self.cepstral_coefficients <= self.n_mels:
             raise ModelError(f"compact encoder config: cepstral_coefficients must be within "
                              f"[0, n_mels = {self.n_mels}], got {self.cepstral_coefficients}")

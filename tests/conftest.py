@@ -52,6 +52,14 @@ def tiny_compact_utterance_config() -> ModelConfig:
                        emotion_labels=("neutral", "happy", "sad"), name="tiny-compact-utt")
 
 
+@pytest.fixture
+def tiny_compact_level_config() -> ModelConfig:
+    """Per-frame spectra with the clip-standardised frame level as one more channel."""
+    enc = tiny_compact("frame+level")
+    return ModelConfig(content_encoder=enc, emotion_encoder=tiny_compact(),
+                       emotion_labels=("neutral", "happy", "sad"), name="tiny-compact-level")
+
+
 def speechlike(seconds: float, seed: int = 0, sr: int = 16000) -> np.ndarray:
     """Deterministic amplitude-modulated harmonic noise: speech-like enough for shape tests."""
     rng = np.random.default_rng(seed)

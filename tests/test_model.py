@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -107,7 +108,8 @@ def _batch(clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    "kind", ["tiny_wav2vec2_config", "tiny_compact_config", "tiny_compact_utterance_config"])
+    "kind", ["tiny_wav2vec2_config", "tiny_compact_config", "tiny_compact_utterance_config",
+             "tiny_compact_level_config"])
 def test_clip_alone_equals_clip_in_padded_batch(kind, request):
     torch.manual_seed(0)
     net = _randomize_head(EmoTalk(request.getfixturevalue(kind)))
@@ -145,6 +147,22 @@ def test_utterance_normalisation_keeps_loudness_and_drops_the_channel():
     assert utterance.mean().abs() < 1e-4 and (utterance.square().mean() - 1).abs() < 1e-3
     with pytest.raises(ModelError, match="feature_norm must be one of"):
         tiny_compact("batch")
+
+
+def test_frame_level_channel_keeps_loudness_but_not_gain():
+    from emotalk_core.model.compact import frame_level
+
+    mel = torch.randn(1, 50, 40)
+    mel[:, 25:] = mel[:, :25] - 6.0  # the same spectra, 6 nepers quieter
+    valid = torch.ones(1, 50, dtype=torch.bool)
+    level = frame_level(mel, valid)[0, :, 0]
+    assert level[:25].mean() - level[25:].mean() > 1.5  # the quiet half reads quiet
+    torch.testing.assert_close(frame_level(mel + 4.0, valid), frame_level(mel, valid))
+    padded = torch.cat([mel, torch.full((1, 10, 40), 9.0)], 1)  # padding must not count
+    mask = torch.cat([valid, torch.zeros(1, 10, dtype=torch.bool)], 1)
+    out = frame_level(padded, mask)
+    torch.testing.assert_close(out[:, :50], frame_level(mel, valid))
+    assert torch.all(out[:, 50:] == 0)
 
 
 def test_frequency_masking_acts_in_training_only():
@@ -296,3 +314,19 @@ def test_cepstral_smoothing_keeps_the_envelope_and_drops_the_harmonics():
     assert CompactBackbone(cfg).smoother.shape == (40, 40)
     with pytest.raises(ModelError, match="cepstral_coefficients must be within"):
         CompactEncoderConfig(n_mels=40, cepstral_coefficients=41)
+
+
+def test_mel_filterbank_can_stop_below_nyquist():
+    from emotalk_core.model.compact import CompactBackbone, mel_filterbank
+
+    full, low = mel_filterbank(40, 400, 16000), mel_filterbank(40, 400, 16000, 4000.0)
+    bins = np.fft.rfftfreq(400, 1 / 16000)
+    assert low[:, bins > 4000].sum() == 0 and full[:, bins > 6000].sum() > 0
+    assert (low.sum(1) > 0).all()  # no empty filter
+    np.testing.assert_array_equal(mel_filterbank(40, 400, 16000, 8000.0), full)
+    cfg = CompactEncoderConfig(n_mels=40, conv_channels=32, hidden_size=32, num_layers=1,
+                               num_heads=2, ffn_size=64, f_max=4000.0, dropout=0.0)
+    encoder = CompactBackbone(cfg)
+    np.testing.assert_array_equal(encoder.mel.filters.numpy(), low)
+    with pytest.raises(ModelError, match="f_max must be within"):
+        CompactEncoderConfig(f_max=9000.0)

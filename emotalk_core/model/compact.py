@@ -21,8 +21,10 @@ from .masks import frame_mask
 from .wav2vec2 import EmotionClassifierHead
 
 
-def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale, 0 Hz to Nyquist."""
+def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_max: float = 0.0
+                   ) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale, 0 Hz to `f_max` (0:
+    Nyquist)."""
 
     def hz_to_mel(f: np.ndarray) -> np.ndarray:
         return 2595.0 * np.log10(1.0 + f / 700.0)
@@ -31,8 +33,8 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> np.ndarray:
         return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
     bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(np.array(0.0)), hz_to_mel(np.array(sample_rate / 2)),
-                                  n_mels + 2))
+    top = f_max or sample_rate / 2
+    edges = mel_to_hz(np.linspace(hz_to_mel(np.array(0.0)), hz_to_mel(np.array(top)), n_mels + 2))
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (bins[None] - lower) / (centre - lower)
     falling = (upper - bins[None]) / (upper - centre)
@@ -45,7 +47,7 @@ class LogMel(nn.Module):
         self.n_fft = cfg.n_fft
         self.hop = cfg.hop_length
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
-        fb = torch.from_numpy(mel_filterbank(cfg.n_mels, cfg.n_fft, SAMPLE_RATE))
+        fb = torch.from_numpy(mel_filterbank(cfg.n_mels, cfg.n_fft, SAMPLE_RATE, cfg.f_max))
         self.register_buffer("filters", fb, persistent=False)
 
     def frames(self, num_samples: torch.Tensor) -> torch.Tensor:
@@ -100,6 +102,17 @@ def cepstral_smoother(n_mels: int, keep: int) -> np.ndarray:
     return (dct.T @ np.diag(mask) @ dct).T.astype(np.float32)
 
 
+def frame_level(mel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """mel (B, M, n_mels) log-mel, valid (B, M) -> (B, M, 1): each frame's mean log-mel level
+    standardised over the clip's own frames (a gain or a quiet recording changes nothing)."""
+    weights = valid.to(mel.dtype)[..., None]  # (B, M, 1)
+    count = weights.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
+    level = mel.mean(-1, keepdim=True)  # (B, M, 1)
+    centred = level - (level * weights).sum(1, keepdim=True) / count
+    spread = ((centred.square() * weights).sum(1, keepdim=True) / count + 1e-5).sqrt()
+    return centred / spread * weights
+
+
 class CompactBackbone(nn.Module):
     def __init__(self, cfg: CompactEncoderConfig):
         super().__init__()
@@ -114,7 +127,8 @@ class CompactBackbone(nn.Module):
         self.register_buffer("smoother", smoother, persistent=False)
         # "utterance" uses only the affine weight and bias of this LayerNorm (same keys).
         self.mel_norm = nn.LayerNorm(cfg.n_mels)
-        self.conv1 = nn.Conv1d(cfg.n_mels, cfg.conv_channels, 3, padding=1)
+        inputs = cfg.n_mels + (1 if cfg.feature_norm == "frame+level" else 0)
+        self.conv1 = nn.Conv1d(inputs, cfg.conv_channels, 3, padding=1)
         # Stride 2: 100 Hz mel frames to 50 Hz, the rate of wav2vec2's features.
         self.conv2 = nn.Conv1d(cfg.conv_channels, cfg.conv_channels, 3, stride=2, padding=1)
         self.projection = nn.Linear(cfg.conv_channels, cfg.hidden_size)
@@ -141,9 +155,12 @@ class CompactBackbone(nn.Module):
         if self.smoother is not None:
             x = x @ self.smoother
         valid = frame_mask(mel_lengths, x.shape[1])  # (B, M)
+        level = frame_level(x, valid) if self.feature_norm == "frame+level" else None
         x = self.normalise(x, valid)
         if self.training and self.freq_masks and self.freq_mask_bins:
             x = self.mask_bands(x)
+        if level is not None:
+            x = torch.cat([x, level], dim=-1)  # (B, M, n_mels + 1)
         mask = valid[:, None, :]  # (B, 1, M)
         x = x.transpose(1, 2) * mask
         x = F.gelu(self.conv1(x)) * mask
@@ -154,7 +171,7 @@ class CompactBackbone(nn.Module):
     def normalise(self, mel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """mel (B, M, n_mels), valid (B, M) -> normalised (B, M, n_mels). Utterance statistics
         come from each clip's own frames only, so padding does not change them."""
-        if self.feature_norm == "frame":
+        if self.feature_norm in ("frame", "frame+level"):
             return self.mel_norm(mel)
         weights = valid.to(mel.dtype)[..., None]  # (B, M, 1)
         count = weights.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
