@@ -218,16 +218,19 @@ def _encoder_from_dict(data: Any, what: str) -> EncoderConfig:
 
 def compact_model_config(name: str = "emotalk-compact") -> ModelConfig:
     """The compact recipe (training/configs/compact.toml, the default model's): a content
-    encoder of three 192-d layers, a small emotion encoder (emotion is slow-varying and
+    encoder of four 192-d layers on 64 mel bands up to 4 kHz with per-frame spectra plus the
+    frame level, a phone head, a small emotion encoder (emotion is slow-varying and
     utterance-level), the paper's fusion and decoder at half width (384 = 256 + 96 + 16 + 16),
-    20 s windows, utterance-normalised log-mel features."""
-    content = CompactEncoderConfig(conv_channels=192, hidden_size=192, num_layers=3,
-                                   num_heads=4, ffn_size=768, feature_norm="utterance",
-                                   freq_masks=2, freq_mask_bins=10)
-    emotion = CompactEncoderConfig(conv_channels=64, hidden_size=64, num_layers=1, num_heads=2,
-                                   ffn_size=128, feature_norm="utterance")
+    20 s windows."""
+    content = CompactEncoderConfig(n_mels=64, f_max=4000.0, conv_channels=192, hidden_size=192,
+                                   num_layers=4, num_heads=4, ffn_size=768,
+                                   feature_norm="frame+level", freq_masks=2, freq_mask_bins=10,
+                                   vtlp=0.15)
+    emotion = CompactEncoderConfig(n_mels=64, f_max=4000.0, conv_channels=64, hidden_size=64,
+                                   num_layers=1, num_heads=2, ffn_size=128,
+                                   feature_norm="utterance")
     decoder = DecoderConfig(feature_dim=384, heads=4, ffn_size=768)
     return ModelConfig(content_encoder=content, emotion_encoder=emotion,
                        emotion_labels=PRESET_NAMES, decoder=decoder, content_dim=256,
                        emotion_query_dim=96, level_dim=16, person_dim=16, name=name,
-                       window_frames=600, window_overlap_frames=60)
+                       window_frames=600, window_overlap_frames=60, phone_labels=PHONE_LABELS)

@@ -29,6 +29,13 @@ def test_shipped_configs_load(name):
         EmoTalk(model)  # the sizes fit together
 
 
+def test_compact_recipe_is_the_default_models_network():
+    from emotalk_core.config import compact_model_config
+
+    cfg = load_config(CONFIGS / "compact.toml")
+    assert build_model_config(cfg.model, read_pretrained=False) == compact_model_config()
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "run.toml"
     path.write_text(text)

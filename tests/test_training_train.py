@@ -241,6 +241,9 @@ def test_phone_head_trains_and_validation_reports_lip_closure(tmp_path):
     # the phone head learns: SIL / M / AA alternate on a fixed grid (from ln 40 = 3.7)
     assert np.mean([r["phone"] for r in train[-5:]]) < 0.7 * train[0]["phone"]
     assert 0.0 <= val[-1]["lip_closure_auc"] <= 1.0 and val[-1]["bilabial_frames"] > 0
+    validation_clips = sum(e.split == "val" for e in read_manifest(tmp_path / "data" /
+                                                                   "phones.jsonl"))
+    assert val[-1]["clips"] == validation_clips  # a mean over clips, not over frames
     predictor = Predictor(tmp_path / "run" / "model", device="cpu")
     assert predictor.model.phone_head is not None
     entry = read_manifest(tmp_path / "data" / "phones.jsonl")[0]

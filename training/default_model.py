@@ -18,7 +18,7 @@ Stages (each resumes: a finished stage is skipped, an interrupted training run c
 6. export: the best weights in float16 (half the file; the network still runs in float32) with
    the emotion presets, and `metrics.json` beside them, which the model card quotes.
 
-On the 2-core development machine the whole recipe takes about 80 minutes.
+On the 2-core development machine the whole recipe takes about 50 minutes.
 """
 
 from __future__ import annotations
@@ -122,9 +122,15 @@ def measure(model: Path, work: Path) -> dict[str, Any]:
     if not head_path.is_file():
         save_npz(build_head("medium"), head_path)
     report: dict[str, Any] = {}
+    selection = work / "selection"
+    write_manifest(selection / "manifest.jsonl",
+                   [replace(e, split="val") for e in read_manifest(work / "real_speech" /
+                                                                  "manifest.jsonl")
+                    if is_selection_clip(e)])
     for name, data, split in (("synthetic_val", work / "synth", "val"),
                               ("real_val", work / "real_speech", "val"),
-                              ("real_test", work / "real_speech", "test")):
+                              ("real_test", work / "real_speech", "test"),
+                              ("held_out_characters", selection, "val")):
         log(f"evaluating on {name}")
         result = E.evaluate(model, data, split, head_path)
         (work / f"eval_{name}.json").write_text(json.dumps(result, indent=2))

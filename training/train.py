@@ -700,9 +700,10 @@ class Trainer:
         if b["phones_self"] is not None:
             names = self.net.config.phone_labels
             opening = M.aperture(out.self_.float()).cpu().numpy()  # (B, T)
-            for i, n in enumerate(b["self_frames"].tolist()):
-                phones = [names[k] if k >= 0 else None for k in b["phones_self"][i, :n].tolist()]
-                closure.add(phones, {"model": opening[i, :n]})
+            for i, frames in enumerate(b["self_frames"].tolist()):
+                phones = [names[k] if k >= 0 else None
+                          for k in b["phones_self"][i, :frames].tolist()]
+                closure.add(phones, {"model": opening[i, :frames]})
         values = [loss * n] + [parts[p] * n for p in PARTS] + [
             torch.tensor(n), lve, eve, correct, mask.sum(), valid.sum()]
         return torch.stack([torch.as_tensor(v).double().cpu() for v in values])
