@@ -23,6 +23,7 @@ import torch
 
 from .config import RELEASED_EMOTION_LABELS, ModelConfig, Wav2Vec2EncoderConfig
 from .errors import ModelError
+from .export import final_mode
 from .model import EmoTalk
 
 FORMAT = "emotalk-model"
@@ -148,6 +149,7 @@ def _staged(folder: Path, name: str, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, final_mode(folder / name))  # mkstemp's files are private (0600)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

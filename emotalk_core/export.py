@@ -97,7 +97,7 @@ def atomic_write(
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, _final_mode(target))
+        os.chmod(tmp, final_mode(target))
         os.replace(tmp, target)
     except BaseException as exc:
         if not owned:
@@ -137,7 +137,7 @@ def _temp_file(target: Path) -> tuple[int, str]:
         ) from exc
 
 
-def _final_mode(target: Path) -> int:
+def final_mode(target: Path) -> int:
     """Permissions for the new file: the old file's, else what open() would give (umask)."""
     try:
         return target.stat().st_mode & 0o7777

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -43,6 +44,21 @@ def test_save_and_load_round_trip_with_presets(tmp_path, tiny_compact_config):
     torch.testing.assert_close(_run(loaded.model), _run(net))
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
         "config.json", "model.safetensors", "presets.safetensors"]
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path, tiny_compact_config):
+    umask = os.umask(0o022)
+    try:
+        presets = {"happy": torch.randn(32)}
+        folder = ckpt.save_model(tmp_path / "m", _net(tiny_compact_config), presets)
+    finally:
+        os.umask(umask)
+    for path in folder.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path.name  # not a temp file's 0600
+    (folder / ckpt.CONFIG_FILE).chmod(0o640)
+    ckpt.save_model(folder, _net(tiny_compact_config))
+    # A replaced file keeps its mode.
+    assert (folder / ckpt.CONFIG_FILE).stat().st_mode & 0o777 == 0o640
 
 
 def test_half_precision_storage_halves_the_file_and_loads_as_float32(tmp_path,
