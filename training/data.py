@@ -48,7 +48,7 @@ from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
 
 from .augment import augment, change_speed, stretch_curves, stretch_labels
 from .config import AugmentSection, DataSection
-from .metrics import frame_phones
+from .metrics import base_phone, frame_phones
 
 IGNORE_LABEL = -100  # cross-entropy's ignore_index: clips without a usable emotion label
 FRAME_BLOCK = SAMPLE_RATE * 3 // FPS  # 1600 samples = 3 frames exactly: crop on this grid
@@ -299,8 +299,7 @@ def phone_label_frames(phones: Sequence[tuple[str, float, float]], frames: int,
     stress digits ignored); IGNORE_LABEL where no phone, or one outside `labels`, owns it."""
     index = {name: i for i, name in enumerate(labels)}
     owners = frame_phones(phones, frames)
-    return np.array([IGNORE_LABEL if p is None else index.get(p.upper().rstrip("012"),
-                                                              IGNORE_LABEL)
+    return np.array([IGNORE_LABEL if p is None else index.get(base_phone(p), IGNORE_LABEL)
                      for p in owners], dtype=np.int64)
 
 

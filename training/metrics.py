@@ -161,11 +161,16 @@ def frame_log_rms(audio: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
+def base_phone(phone: str) -> str:
+    """An ARPAbet phone without surrounding space, in upper case, without its stress digit."""
+    return phone.strip().upper().rstrip("012")
+
+
 def phone_class(phone: str | None) -> str | None:
     """"vowel", "bilabial" or None for an ARPAbet phone (stress digits ignored)."""
     if not phone:
         return None
-    base = phone.strip().upper().rstrip("012")
+    base = base_phone(phone)
     if base in OPEN_VOWELS:
         return "vowel"
     if base in BILABIALS:
@@ -210,6 +215,12 @@ class ClosureScores:
         for name, values in scores.items():
             self.vowel.setdefault(name, []).append(values[vowels])
             self.bilabial.setdefault(name, []).append(values[bilabials])
+
+    def extend(self, other: ClosureScores) -> None:
+        """Pool another set of clips' scores into this one."""
+        for name in other.vowel:
+            self.vowel.setdefault(name, []).extend(other.vowel[name])
+            self.bilabial.setdefault(name, []).extend(other.bilabial[name])
 
     def counts(self) -> tuple[int, int]:
         first = next(iter(self.vowel), None)

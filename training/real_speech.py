@@ -63,7 +63,7 @@ from emotalk_core.manifest import ManifestEntry, write_manifest
 
 from . import align, fotaq
 from .synth import teacher
-from .synth.corpus import phones_json, write_npy, write_text, write_wav
+from .synth.corpus import phones_json, write_bytes, write_npy, write_text, write_wav
 from .synth.features import analyse
 from .synth.phonemes import TimedPhone
 from .synth.sentences import sentences
@@ -378,7 +378,7 @@ def fetch_fotaq(cache: Path) -> list[RawClip]:
     """The game's voiced dialogue lines, each clip written once into the cache."""
     root = cache / "fotaq"
     package = deb_extract(apt_download("flight-of-the-amazon-queen", cache / "debs"), root / "deb")
-    [archive] = list(package.rglob("queen.1c")) or [None]
+    archive = next(package.rglob("queen.1c"), None)
     if archive is None:
         raise SourceError("queen.1c is missing from flight-of-the-amazon-queen")
     try:
@@ -387,10 +387,7 @@ def fetch_fotaq(cache: Path) -> list[RawClip]:
         for resource, line in lines:
             path = root / "clips" / f"{line.clip}{extension}"
             if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_name(f".{path.name}.partial")
-                partial.write_bytes(fotaq.read_resource(archive, resource))
-                os.replace(partial, path)
+                write_bytes(path, fotaq.read_resource(archive, resource))
             clips.append(RawClip("fotaq", line.speaker, line.clip, path, line.text))
     except fotaq.FormatError as exc:
         raise SourceError(str(exc)) from exc

@@ -650,9 +650,7 @@ class Trainer:
         sums = self.dist.sum_(sums)
         pooled = M.ClosureScores.empty()
         for part in self.dist.gather(closure):
-            for name in part.vowel:
-                pooled.vowel.setdefault(name, []).extend(part.vowel[name])
-                pooled.bilabial.setdefault(name, []).extend(part.bilabial[name])
+            pooled.extend(part)
         clips = max(float(sums[len(PARTS) + 1]), 1.0)
         record: dict[str, Any] = {"step": self.step, "split": "val"}
         record["loss"] = float(sums[0]) / clips

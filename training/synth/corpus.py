@@ -186,6 +186,10 @@ def write_text(path: Path, text: str) -> None:
     _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda p: p.write_bytes(data))
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole corpus
 
