@@ -104,6 +104,43 @@ def test_alignment_pronounces_unknown_words_with_espeak():
     assert "Z" in phones and "M" in phones
 
 
+needs_espeak = pytest.mark.skipif(not espeak_available(),
+                                  reason="espeak-ng needed (pip install espeakng-loader)")
+
+
+@needs_espeak
+def test_foreign_words_get_their_language_pronunciation_in_english_phones():
+    from training.synth.phonemes import ARPABET
+
+    tokens, pronunciations = align.foreign_words("Maman a mis un bol, d'accord?", "fr")
+    assert len(tokens) == 6 and all(t.isascii() and t.isalnum() for t in tokens)
+    assert tokens == align.foreign_words("maman A MIS un bol d'accord", "fr")[0]  # stable
+    assert set(tokens).isdisjoint(align.foreign_words("maman a mis un bol d'accord", "it")[0])
+    maman, _, _, un, bol, _ = (pronunciations[t] for t in tokens)
+    assert maman[0] == "M" and maman.count("M") == 2 and bol[0] == "B"
+    assert un  # a nasal vowel English lacks, mapped onto its nearest English vowel
+    assert all(p in ARPABET and p != SIL for phones in pronunciations.values() for p in phones)
+    _, russian = align.foreign_words("мы", "ru")  # ы: a close vowel, not French u
+    assert list(russian.values()) == [["M", "IH"]]
+    with pytest.raises(align.AlignmentError, match="cannot pronounce"):
+        align.foreign_words("ok ...", "no-such-voice")
+
+
+@needs_aligner
+def test_alignment_in_another_language_places_the_lip_closures():
+    from training.synth.espeak import VoiceSettings, synthesize
+
+    text = "Maman a mis la pomme dans le bol, puis Bruno a pris le panier."
+    utterance = synthesize(text, VoiceSettings("fr"))
+    aligned = align.align_phones(utterance.audio, text, language="fr")
+    ref = [p.start for p in utterance.phones if p.phone in ("P", "B", "M")]
+    got = [start for phone, start, _ in aligned if phone in ("P", "B", "M")]
+    assert len(got) == len(ref) == 10
+    # espeak reports stops at their burst and the aligner at the closure: tens of ms apart
+    assert np.median(np.abs(np.array(got) - np.array(ref))) < 0.06
+    assert aligned[-1][2] == pytest.approx(utterance.seconds, abs=0.011)
+
+
 @needs_aligner
 def test_alignment_failure_is_a_clear_error():
     silence = np.zeros(int(0.3 * 16000), np.float32)
@@ -137,6 +174,45 @@ def test_asterisk_transcript_parser():
     assert set(parsed) == {"agent-pass", "dictate/forhelp", "vm-star", "vm-intro"}
     assert "tone" in parsed["vm-intro"] and "plays" not in parsed["vm-intro"]
     assert "star" in parsed["vm-star"] and "pound" in parsed["vm-star"]
+
+
+def test_asterisk_transcripts_in_other_languages_drop_keypad_names():
+    from training.real_speech import parse_asterisk_transcripts
+
+    text = ("\ufeff; Core Asterisk Sounds in French\nactivated: activé\n"
+            "vm-star: appuyez sur * ou #\nbeep: [bip]\n")
+    assert parse_asterisk_transcripts(text, english=False) == {"activated": "activé"}
+
+
+def test_asterisk_intl_clips_carry_their_language(tmp_path):
+    import gzip
+
+    from training import real_speech as R
+
+    cache = tmp_path / "cache"
+    (cache / "debs").mkdir(parents=True)
+    for language, folder, _, _ in R.ASTERISK_INTL_VOICES:  # as if downloaded and unpacked
+        root = cache / "asterisk_intl" / language
+        for package in (f"asterisk-core-sounds-{language}-wav", f"asterisk-core-sounds-{language}"):
+            (cache / "debs" / f"{package}_1.6.1-1_all.deb").write_bytes(b"")
+        for part in ("wav", "text"):
+            (root / part).mkdir(parents=True)
+            (root / part / ".done").touch()
+        voice = root / "wav" / "usr/share/asterisk/sounds" / folder
+        voice.mkdir(parents=True)
+        sf.write(voice / "hello.wav", np.zeros(8000, np.float32), 8000)
+        listing = root / "text" / f"usr/share/doc/core-sounds-{language}.txt.gz"
+        listing.parent.mkdir(parents=True)
+        listing.write_bytes(gzip.compress(
+            f"hello: bonjour {language}\nmissing: no file\nvm-star: * ?\n".encode()))
+    clips = R.fetch_asterisk_intl(cache)
+    assert [(c.speaker, c.key, c.language) for c in clips] == [
+        (speaker, "hello", voice) for _, _, speaker, voice in R.ASTERISK_INTL_VOICES]
+    assert clips[0].transcript == "bonjour fr" and clips[0].clip_id == "asterisk_intl-june-hello"
+    assert R.DEFAULT_SPLITS["asterisk_intl"] == "train"
+    (cache / "asterisk_intl" / "it" / "text" / "usr/share/doc/core-sounds-it.txt.gz").unlink()
+    with pytest.raises(R.SourceError, match="core-sounds-it.txt.gz is missing"):
+        R.fetch_asterisk_intl(cache)
 
 
 def test_mfa_reference_transcripts_parser():

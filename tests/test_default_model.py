@@ -75,3 +75,11 @@ def test_presets_change_the_upper_face(predictor):
     brows = [arkit.CHANNELS.index(n) for n in ("browInnerUp", "browDownLeft", "browDownRight")]
     sad, angry = _curves(predictor, "sad")[:, brows], _curves(predictor, "angry")[:, brows]
     assert np.abs(sad.mean(0) - angry.mean(0)).max() > 0.05
+
+
+def test_the_recipe_builds_known_real_sources_with_the_held_out_recordings():
+    from training import default_model, real_speech
+
+    assert set(default_model.REAL_SOURCES) <= set(real_speech.SOURCES)
+    # the held-out recordings that the model card reports must be built, and never trained on
+    assert real_speech.DEFAULT_SPLITS["mfa"] == "val" and "mfa" in default_model.REAL_SOURCES

@@ -110,4 +110,4 @@ def test_fotaq_source_writes_each_clip_once(tmp_path):
     assert R.fetch_fotaq(cache)[0].path.read_bytes() == b"kept"
     assert R.DEFAULT_SPLITS["fotaq"] == "train"
     assert R._entry({"clip_id": "fotaq-sparky-040003P1", "source": "fotaq", "key": "040003P1",
-                     "person": 3, "split": "train"}).emotion is None  # acted: not labelled
+                     "person": 3, "split": "train"}).emotion == "neutral"

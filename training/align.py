@@ -3,7 +3,9 @@
 `align_phones(audio, transcript)` gives ARPAbet phones (no stress digits, "SIL" for pauses)
 with start and end seconds, from the en-us acoustic model and CMU dictionary inside the
 pocketsphinx wheel. Words missing from the dictionary get espeak-ng's pronunciation mapped
-through the same table as the synthetic corpus. Uses: the real-speech labeller (the teacher
+through the same table as the synthetic corpus. Transcripts in other languages align through
+the same English acoustic model, each word pronounced by espeak-ng in its language and mapped
+onto the nearest English phones (`language=`). Uses: the real-speech labeller (the teacher
 needs phone timings) and the evaluation's lip-closure AUC (DESIGN.md section 8, computed in
 training/metrics.py, whose `frame_phones` gives each 30 fps frame its phone).
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from training.synth.phonemes import ARPABET, SIL, strip_stress, to_arpabet
 SAMPLE_RATE = 16000
 FPS = 30
 _FRAME_RATE = 100  # pocketsphinx frames per second (-frate)
+ENGLISH = "en-us"  # espeak-ng's voice for the acoustic model's language
 # Boundaries are taken at frame starts (k / 100 s), uncorrected: against CMU ARCTIC's labels
 # (arctic_a0009) that gives 12.8 ms mean error; shifting by half a window (7.8 ms) would suit
 # espeak-ng's phoneme times better (15 vs 18 ms) but real speech worse (18 ms).
@@ -127,12 +131,15 @@ class _Aligner:
             )
         return self._decoders[attempt]
 
-    def align(self, pcm: bytes, words: list[str]) -> Phones:
+    def align(self, pcm: bytes, words: list[str],
+              pronunciations: dict[str, list[str]] | None = None) -> Phones:  # fmt: skip
+        """`pronunciations`: ARPAbet phones of words the dictionary lacks (others missing from
+        it get espeak-ng's English pronunciation)."""
         with self._lock:
             failures = []
             for attempt in range(len(_ATTEMPTS)):
                 decoder = self.decoder(attempt)
-                _add_missing_words(decoder, words)
+                _add_missing_words(decoder, words, pronunciations or {})
                 try:
                     return _two_pass(decoder, pcm, words)
                 except (RuntimeError, AlignmentError) as exc:
@@ -145,26 +152,35 @@ class _Aligner:
 _ALIGNER = _Aligner()
 
 
-def _add_missing_words(decoder, words: list[str]) -> None:  # noqa: ANN001
-    """Give out-of-dictionary words espeak-ng's pronunciation in ARPAbet."""
+def _add_missing_words(decoder, words: list[str],  # noqa: ANN001
+                       pronunciations: dict[str, list[str]]) -> None:
+    """Give out-of-dictionary words their given pronunciation, else espeak-ng's English one."""
     for word in dict.fromkeys(words):
         if decoder.lookup_word(word) is None:
-            decoder.add_word(word, " ".join(_pronounce(word)), True)
+            phones = pronunciations.get(word) or _pronounce(word)
+            decoder.add_word(word, " ".join(phones), True)
 
 
-def _pronounce(word: str) -> list[str]:
+def _pronounce(word: str, language: str = ENGLISH) -> list[str]:
+    """ARPAbet phones for a word as espeak-ng's voice for `language` says it. Sounds that
+    English lacks map to the nearest English phone (a French "u" to UW, a rolled "r" to R):
+    close enough to place the lip closures and vowels that the teacher animates."""
     from training.synth.espeak import Espeak, EspeakError, available
 
     if not available():
         raise AlignmentError(f"{word!r} is not in the pronunciation dictionary and espeak-ng "
                              "(espeakng-loader) is not installed to pronounce it")  # fmt: skip
     try:
-        mnemonics = Espeak.get().text_to_mnemonics(word)
+        mnemonics = Espeak.get().text_to_mnemonics(word, voice=language)
     except EspeakError as exc:
-        raise AlignmentError(f"cannot pronounce {word!r}: {exc}") from exc
-    phones = [p for m in mnemonics for p in to_arpabet(m) if p != SIL]
+        raise AlignmentError(f"cannot pronounce {word!r} ({language}): {exc}") from exc
+    if language != ENGLISH:
+        mnemonics = [m for m in mnemonics if not m.startswith("(")]  # "(en)" language switches
+    # Only phones of the acoustic model: anything else would crash the decoder.
+    phones = [p for m in mnemonics for p in _arpabet(m, language)
+              if p != SIL and p in ARPABET]  # fmt: skip
     if not phones:
-        raise AlignmentError(f"cannot pronounce {word!r}")
+        raise AlignmentError(f"cannot pronounce {word!r} ({language})")
     return phones
 
 
@@ -199,6 +215,46 @@ def _decode(decoder, pcm: bytes) -> None:  # noqa: ANN001
     decoder.end_utt()
 
 
+# espeak-ng mnemonics of other languages that the English table lacks, or that it splits
+# differently, with their nearest English phones; then the overrides of single languages.
+FOREIGN_MNEMONICS: dict[str, tuple[str, ...]] = {
+    "y": ("UW",), "y-": ("UW",),  # French u (rounded, front)
+    "Y": ("ER",), "W": ("ER",),  # French eu (rounded, mid)
+    "W~": ("AH",),  # French un (nasal)
+    "*": ("R",), "R": ("R",),  # tapped and trilled r
+    "A": ("AA",),  # Russian stressed a
+    "8": ("UH",),  # Russian ё after a soft consonant
+    "ja": ("Y", "AA"), "ju": ("Y", "UW"),  # Russian я, ю
+    "ts": ("T", "S"), "dz": ("D", "Z"),  # affricates English has no phone for
+}  # fmt: skip
+LANGUAGE_MNEMONICS: dict[str, dict[str, tuple[str, ...]]] = {
+    "ru": {"y": ("IH",)},  # ы
+}
+
+
+def _arpabet(mnemonic: str, language: str) -> tuple[str, ...]:
+    if language != ENGLISH:
+        stem = mnemonic.rstrip(":;")
+        for table in (LANGUAGE_MNEMONICS.get(language, {}), FOREIGN_MNEMONICS):
+            found = table.get(mnemonic) or table.get(stem)
+            if found:
+                return found
+    return to_arpabet(mnemonic)
+
+
+def foreign_words(text: str, language: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Dictionary tokens for a transcript in another language, and their pronunciations.
+    Words keep their letters in any script, digits included (espeak-ng reads numbers in the
+    language); each becomes an ASCII token naming the language and a checksum of the word, so
+    that it cannot clash with an English word of the same spelling."""
+    words = re.findall(r"[^\W_]+(?:'[^\W_]+)*", text.lower())
+    tag = re.sub(r"[^a-z0-9]", "", language.lower())
+    tokens = [f"{tag}x{zlib.crc32(word.encode()):08x}" for word in words]
+    pronunciations = {token: _pronounce(word, language)
+                      for token, word in zip(tokens, words, strict=True)}  # fmt: skip
+    return tokens, pronunciations
+
+
 def _clean_words(hypothesis: str) -> list[str]:
     """Hypothesis words without fillers and alternate-pronunciation suffixes."""
     words = []
@@ -213,21 +269,28 @@ def _clean_words(hypothesis: str) -> list[str]:
 # Public API
 
 
-def align_phones(audio: str | os.PathLike[str] | np.ndarray, transcript: str) -> Phones:
+def align_phones(audio: str | os.PathLike[str] | np.ndarray, transcript: str,
+                 language: str = ENGLISH) -> Phones:  # fmt: skip
     """[(ARPAbet phone or "SIL", start s, end s), ...] tiling the clip.
 
     `audio` is a file path (any format emotalk_core.audio reads; converted to 16 kHz mono) or
-    a float array already at 16 kHz mono. Raises AlignmentError when the transcript cannot be
+    a float array already at 16 kHz mono. `language`: an espeak-ng voice name; for a language
+    other than English each word gets espeak-ng's pronunciation in that language, mapped onto
+    the English acoustic model's phones. Raises AlignmentError when the transcript cannot be
     matched to the audio.
     """
     samples = _load(audio)
-    words = normalise_transcript(transcript)
+    pronunciations = None
+    if language == ENGLISH:
+        words = normalise_transcript(transcript)
+    else:
+        words, pronunciations = foreign_words(transcript, language)
     if not words:
         raise AlignmentError(f"transcript {transcript!r} has no words to align")
     if samples.size < SAMPLE_RATE // 10:
         raise AlignmentError("audio shorter than 0.1 s cannot be aligned")
     pcm = _pcm16(samples)
-    phones = _ALIGNER.align(pcm, words)
+    phones = _ALIGNER.align(pcm, words, pronunciations)
     return _cover(phones, samples.size / SAMPLE_RATE)
 
 

