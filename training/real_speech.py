@@ -59,7 +59,7 @@ import sys
 import tarfile
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -293,22 +293,8 @@ def parse_asterisk_transcripts(text: str, english: bool = True) -> dict[str, str
 
 
 def fetch_asterisk(cache: Path) -> list[RawClip]:
-    root = cache / "asterisk"
-    sounds = deb_extract(apt_download("asterisk-core-sounds-en-wav", cache / "debs"), root / "wav")
-    texts = deb_extract(apt_download("asterisk-core-sounds-en", cache / "debs"), root / "text")
-    [listing] = list(texts.rglob("core-sounds-en.txt.gz")) or [None]
-    if listing is None:
-        raise SourceError("core-sounds-en.txt.gz is missing from asterisk-core-sounds-en")
-    transcripts = parse_asterisk_transcripts(gzip.decompress(listing.read_bytes()).decode())
-    [voice] = list(sounds.rglob("en_US_f_Allison")) or [None]
-    if voice is None:
-        raise SourceError("en_US_f_Allison is missing from asterisk-core-sounds-en-wav")
-    clips = []
-    for key, transcript in sorted(transcripts.items()):
-        path = voice / f"{key}.wav"
-        if path.exists():
-            clips.append(RawClip("asterisk", "allison", key, path, transcript))
-    return clips
+    return asterisk_prompts(cache, cache / "asterisk", "en", "en_US_f_Allison",
+                            RawClip("asterisk", "allison", "", Path(), ""))  # fmt: skip
 
 
 # (language of the core sounds, voice folder, speaker, espeak-ng voice)
@@ -322,25 +308,32 @@ ASTERISK_INTL_VOICES = (
 def fetch_asterisk_intl(cache: Path) -> list[RawClip]:
     clips = []
     for language, folder, speaker, voice in ASTERISK_INTL_VOICES:
-        root = cache / "asterisk_intl" / language
-        sounds = deb_extract(apt_download(f"asterisk-core-sounds-{language}-wav", cache / "debs"),
-                             root / "wav")  # fmt: skip
-        texts = deb_extract(apt_download(f"asterisk-core-sounds-{language}", cache / "debs"),
-                            root / "text")  # fmt: skip
-        listing = next(texts.rglob(f"core-sounds-{language}.txt.gz"), None)
-        if listing is None:
-            raise SourceError(f"core-sounds-{language}.txt.gz is missing from "
-                              f"asterisk-core-sounds-{language}")  # fmt: skip
-        transcripts = parse_asterisk_transcripts(
-            gzip.decompress(listing.read_bytes()).decode("utf-8"), english=False)
-        directory = next(sounds.rglob(folder), None)
-        if directory is None:
-            raise SourceError(f"{folder} is missing from asterisk-core-sounds-{language}-wav")
-        for key, transcript in sorted(transcripts.items()):
-            path = directory / f"{key}.wav"
-            if path.exists():
-                clips.append(RawClip("asterisk_intl", speaker, key, path, transcript, voice))
+        clips += asterisk_prompts(cache, cache / "asterisk_intl" / language, language, folder,
+                                  RawClip("asterisk_intl", speaker, "", Path(), "", voice))
     return clips
+
+
+def asterisk_prompts(cache: Path, root: Path, language: str, folder: str, voice: RawClip
+                     ) -> list[RawClip]:  # fmt: skip
+    """The clips of one voice of the Asterisk core sounds (`voice`: source, speaker and
+    language of its clips), from Debian's asterisk-core-sounds-<language>-wav (the recordings)
+    and asterisk-core-sounds-<language> (their transcripts), unpacked under `root`."""
+    wav_package = f"asterisk-core-sounds-{language}-wav"
+    sounds = deb_extract(apt_download(wav_package, cache / "debs"), root / "wav")
+    texts = deb_extract(apt_download(f"asterisk-core-sounds-{language}", cache / "debs"),
+                        root / "text")  # fmt: skip
+    listing = next(texts.rglob(f"core-sounds-{language}.txt.gz"), None)
+    if listing is None:
+        raise SourceError(f"core-sounds-{language}.txt.gz is missing from "
+                          f"asterisk-core-sounds-{language}")  # fmt: skip
+    transcripts = parse_asterisk_transcripts(gzip.decompress(listing.read_bytes()).decode(),
+                                             english=voice.language == align.ENGLISH)
+    directory = next(sounds.rglob(folder), None)
+    if directory is None:
+        raise SourceError(f"{folder} is missing from {wav_package}")
+    return [replace(voice, key=key, path=directory / f"{key}.wav", transcript=transcript)
+            for key, transcript in sorted(transcripts.items())
+            if (directory / f"{key}.wav").exists()]  # fmt: skip
 
 
 def mfa_reference_transcripts(conftest_source: str) -> dict[str, str]:
