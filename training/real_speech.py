@@ -59,7 +59,7 @@ import sys
 import tarfile
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,10 +87,6 @@ DEFAULT_SPLITS = {
 # Person (articulation style) per known speaker; unknown speakers hash onto 0..23.
 SPEAKER_PERSONS = {"allison": 1, "michael": 0, "awb": 2, "slt": 3}
 MIN_SECONDS = 0.4
-# Every clip is labelled "neutral", the game's acted dialogue included: most of its lines are
-# conversational, and they are the emotion classifier's only real voices besides the prompts.
-# Left unlabelled, the classifier called held-out real neutral speech neutral 49 % of the time,
-# against 90 % with them (training/README.md, e12).
 _SUBPROCESS_TIMEOUT = 900
 
 
@@ -293,8 +289,8 @@ def parse_asterisk_transcripts(text: str, english: bool = True) -> dict[str, str
 
 
 def fetch_asterisk(cache: Path) -> list[RawClip]:
-    return asterisk_prompts(cache, cache / "asterisk", "en", "en_US_f_Allison",
-                            RawClip("asterisk", "allison", "", Path(), ""))  # fmt: skip
+    return asterisk_prompts(cache, cache / "asterisk", "en", "en_US_f_Allison", "asterisk",
+                            "allison", align.ENGLISH)  # fmt: skip
 
 
 # (language of the core sounds, voice folder, speaker, espeak-ng voice)
@@ -309,15 +305,15 @@ def fetch_asterisk_intl(cache: Path) -> list[RawClip]:
     clips = []
     for language, folder, speaker, voice in ASTERISK_INTL_VOICES:
         clips += asterisk_prompts(cache, cache / "asterisk_intl" / language, language, folder,
-                                  RawClip("asterisk_intl", speaker, "", Path(), "", voice))
+                                  "asterisk_intl", speaker, voice)
     return clips
 
 
-def asterisk_prompts(cache: Path, root: Path, language: str, folder: str, voice: RawClip
-                     ) -> list[RawClip]:  # fmt: skip
-    """The clips of one voice of the Asterisk core sounds (`voice`: source, speaker and
-    language of its clips), from Debian's asterisk-core-sounds-<language>-wav (the recordings)
-    and asterisk-core-sounds-<language> (their transcripts), unpacked under `root`."""
+def asterisk_prompts(cache: Path, root: Path, language: str, folder: str, source: str,
+                     speaker: str, voice: str) -> list[RawClip]:  # fmt: skip
+    """The clips of one voice (`folder`) of the Asterisk core sounds, from Debian's
+    asterisk-core-sounds-<language>-wav (the recordings) and asterisk-core-sounds-<language>
+    (their transcripts), unpacked under `root`; `voice`: espeak-ng's name of the language."""
     wav_package = f"asterisk-core-sounds-{language}-wav"
     sounds = deb_extract(apt_download(wav_package, cache / "debs"), root / "wav")
     texts = deb_extract(apt_download(f"asterisk-core-sounds-{language}", cache / "debs"),
@@ -327,11 +323,11 @@ def asterisk_prompts(cache: Path, root: Path, language: str, folder: str, voice:
         raise SourceError(f"core-sounds-{language}.txt.gz is missing from "
                           f"asterisk-core-sounds-{language}")  # fmt: skip
     transcripts = parse_asterisk_transcripts(gzip.decompress(listing.read_bytes()).decode(),
-                                             english=voice.language == align.ENGLISH)
+                                             english=voice == align.ENGLISH)
     directory = next(sounds.rglob(folder), None)
     if directory is None:
         raise SourceError(f"{folder} is missing from {wav_package}")
-    return [replace(voice, key=key, path=directory / f"{key}.wav", transcript=transcript)
+    return [RawClip(source, speaker, key, directory / f"{key}.wav", transcript, voice)
             for key, transcript in sorted(transcripts.items())
             if (directory / f"{key}.wav").exists()]  # fmt: skip
 
@@ -572,6 +568,10 @@ def _entry(record: dict) -> ManifestEntry:
         clip_id=clip_id, audio=Path("audio") / f"{clip_id}.wav",
         blendshapes=Path("blendshape") / f"{clip_id}.npy",
         phones=Path("phones") / f"{clip_id}.json",
+        # Every clip is neutral, the game's acted dialogue included: most of its lines are
+        # conversational, and they are the emotion classifier's only real voices besides the
+        # prompts. Left unlabelled, the classifier called held-out real neutral speech neutral
+        # 49 % of the time, against 90 % with them (training/README.md, e12).
         emotion="neutral", intensity=0,
         person=record["person"], content_id=f"{record['source']}-{record['key']}",
         split=record["split"],
