@@ -144,8 +144,17 @@ class ModelConfig:
     # Classes of a phone head on the content features (training only: it makes the content
     # encoder read phones, which is what carries over to voices never heard); () for none.
     phone_labels: tuple[str, ...] = ()
+    # The phonetic stream (DESIGN.md section 4a): the content encoder also reads a per-frame
+    # phone track (classes PHONE_LABELS) from phone-loop decoding or, given a transcript, from
+    # forced alignment. Compact content encoders only.
+    phone_input: bool = False
+    # A lip-contact output (probability that the lips touch, per frame) trained against the
+    # teacher's closures; inference uses it to shut the lips where the model is confident.
+    contact_head: bool = False
 
     def __post_init__(self) -> None:
+        if self.phone_input and self.content_encoder.kind != "compact":
+            raise ModelError("model config: phone_input needs a compact content encoder")
         if len(set(self.phone_labels)) != len(self.phone_labels):
             raise ModelError("model config: phone_labels must not repeat a label")
         if self.window_overlap_frames < 0 or self.window_frames <= 2 * self.window_overlap_frames:

@@ -26,6 +26,7 @@ from .config import FPS, SAMPLE_RATE
 from .errors import Cancelled, ControlError, ResourceError
 from .model import EmoTalk, level_weights
 from .model.common import interpolate_frames
+from .phonetics import phone_track
 from .postprocess import PostProcess, apply, resample
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -116,6 +117,10 @@ class Prediction:
     start: float  # seconds: frame i is at start + i / fps
     channels: tuple[str, ...]
     emotion_probabilities: dict[str, float]
+    # Where the phone track came from ("alignment" of the transcript, the phone "loop"), or
+    # None for models without a phonetic input.
+    phone_source: str | None = None
+    warnings: list[str] = field(default_factory=list)  # for the user; the curves are valid
 
     @property
     def frames(self) -> int:
@@ -182,11 +187,15 @@ class Predictor:
         end: float | None = None,
         fps: float = FPS,
         controls: Controls | None = None,
+        transcript: str | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
     ) -> Prediction:
         """Curves for `audio` (a file, or an array with its `sample_rate`) between `start` and
-        `end` seconds, at `fps`. Raises EmoTalkError subclasses only."""
+        `end` seconds, at `fps`. `transcript`: the words spoken in that window, optional; models
+        with a phonetic input then take phone timings from forced alignment instead of
+        phone-loop decoding (a transcript that does not align falls back to the loop, with a
+        warning in the result). Raises EmoTalkError subclasses only."""
         controls = controls or Controls()
         if not _finite_in(fps, 1.0, 1000.0):
             raise ControlError(f"fps must be within [1, 1000], got {fps}")
@@ -197,17 +206,19 @@ class Predictor:
         run.step("loading audio")
         samples = self._load(audio, sample_rate, start, end)
         target = self._emotion_target(controls.emotion)
+        track, phone_source, warnings = self._phone_track(samples, transcript, run)
         try:
             with torch.inference_mode(), run.hooks(self.model):
-                raw, probs = self._network(samples, controls.emotion, target, weights_level,
-                                           weights_person, run)
+                raw, contact, probs = self._network(samples, controls.emotion, target,
+                                                    weights_level, weights_person, run, track)
         except torch.cuda.OutOfMemoryError as exc:
             raise ResourceError("out of GPU memory", "use --device cpu or a shorter clip") from exc
         except MemoryError as exc:
             raise ResourceError("out of memory",
                                 "close other programs or use a shorter clip") from exc
         run.step("post-processing")
-        values = raw if controls.postprocess is None else apply(raw, controls.postprocess, FPS)
+        values = (raw if controls.postprocess is None
+                  else apply(raw, controls.postprocess, FPS, contact))
         frames = audio_io.num_frames(samples.shape[0], fps)
         if not math.isclose(fps, FPS) or frames != values.shape[0]:
             values = resample(values, FPS, fps, frames)
@@ -219,6 +230,8 @@ class Predictor:
             start=float(start or 0.0),
             channels=CHANNELS,
             emotion_probabilities={label: float(p) for label, p in zip(labels, probs, strict=True)},
+            phone_source=phone_source,
+            warnings=warnings,
         )
 
     def emotion_embedding(self, audio: str | os.PathLike | np.ndarray,
@@ -248,6 +261,21 @@ class Predictor:
         person /= person.sum()
         level = level_weights(torch.tensor([float(controls.level)]))
         return level.to(self.device), person.to(self.device)
+
+    def _phone_track(self, samples: np.ndarray, transcript: str | None, run: _Run
+                     ) -> tuple[np.ndarray | None, str | None, list[str]]:
+        """(T,) phone classes at 30 fps for models with a phonetic input, their source, and
+        warnings for the user."""
+        if transcript is not None and not isinstance(transcript, str):
+            raise ControlError(f"transcript must be text, got {type(transcript).__name__}")
+        if not self.model.config.phone_input:
+            if transcript and transcript.strip():
+                return None, None, [f"model {self.model.config.name!r} does not read "
+                                    "transcripts (no phonetic input); the transcript was ignored"]
+            return None, None, []
+        run.step("reading phones" + (" (aligning the transcript)" if transcript else ""))
+        found = phone_track(samples, transcript, cancel=run.cancel)
+        return found.classes(audio_io.num_frames(samples.shape[0])), found.source, found.warnings
 
     def _check_preset(self, emotion: EmotionControl) -> None:
         if emotion.source == "preset" and emotion.preset not in self.loaded.presets:
@@ -280,39 +308,53 @@ class Predictor:
         return math.ceil(frames * SAMPLE_RATE / FPS)
 
     def _network(
-        self, samples, emotion, target, level, person, run
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, samples, emotion, target, level, person, run, track=None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Curves (T, 52), lip-contact probabilities (T,) (None without a contact head) and
+        emotion probabilities, window by window."""
         total = audio_io.num_frames(samples.shape[0])
         windows = list(plan_windows(total, self.max_one_pass_frames, self.chunk_overlap_frames))
         run.total = 2 + len(windows) * run.ticks_per_window(self.model)
-        out = np.zeros((total, self.model.config.num_channels), dtype=np.float32)
+        out = np.zeros((total, self.model.config.num_channels + 1), dtype=np.float32)
         weight = np.zeros((total, 1), dtype=np.float32)
         logits_sum = None
         for first, last, fade_in, fade_out in windows:
             run.message = f"frames {first}-{last} of {total}"
             chunk = samples[self._window_samples(first): self._window_samples(last)]
-            values, logits = self._window(chunk, last - first, emotion, target, level, person)
+            phones = None if track is None else track[first:last]
+            values, logits = self._window(chunk, last - first, emotion, target, level, person,
+                                          phones)
             ramp = crossfade_weights(last - first, fade_in, fade_out)[:, None]
             out[first:last] += values * ramp
             weight[first:last] += ramp
             scaled = logits * (last - first)
             logits_sum = scaled if logits_sum is None else logits_sum + scaled
         probs = torch.softmax(torch.from_numpy(logits_sum / total), dim=-1).numpy()
-        return out / np.maximum(weight, 1e-8), probs
+        out /= np.maximum(weight, 1e-8)
+        contact = out[:, -1] if self.model.contact_head is not None else None
+        return out[:, :-1], contact, probs
 
-    def _window(self, samples, frames, emotion, target, level, person):
+    def _window(self, samples, frames, emotion, target, level, person, phones=None):
+        """(frames, 52 + 1) curves and the lip-contact probability (0 without the head), and
+        the emotion logits of one window."""
         audio = torch.from_numpy(np.ascontiguousarray(samples)).to(self.device)[None]
         lengths = torch.tensor([audio.shape[1]], device=self.device)
         t = torch.tensor([frames], device=self.device)
         net = self.model
-        content = net.encode_content(audio, lengths, t)
+        track = None if phones is None else torch.from_numpy(phones).to(self.device)[None]
+        content = net.encode_content(audio, lengths, t, track)
         own, logits = net.encode_emotion(audio, lengths, t)
         features = own
         if target is not None and emotion.strength > 0:
             goal = interpolate_frames(target, frames) if target.shape[1] > 1 else target
             features = (1.0 - emotion.strength) * own + emotion.strength * goal
-        values = net.decode(content, features, level, person)[0]
-        return values.float().cpu().numpy(), logits[0].float().cpu().numpy()
+        hidden = net.decode_features(content, features, level, person)
+        values = net.head(hidden)[0]  # (frames, 52)
+        contact = net.contact(hidden)
+        contact = (torch.zeros_like(values[:, :1]) if contact is None
+                   else torch.sigmoid(contact[0])[:, None])
+        out = torch.cat([values, contact], dim=1)
+        return out.float().cpu().numpy(), logits[0].float().cpu().numpy()
 
 
 def plan_windows(total: int, max_frames: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:

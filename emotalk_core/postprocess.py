@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import savgol_filter
 
-from .arkit import BLINK_CHANNELS, MOUTH_CHANNELS, NUM_CHANNELS
+from .arkit import BLINK_CHANNELS, INDEX, MOUTH_CHANNELS, NUM_CHANNELS
 from .config import FPS
 from .errors import ControlError
 
@@ -52,9 +52,11 @@ class PostProcess:
     seed: int = 0
     clamp: bool = True
     mouth_amplitude: float = 1.0
+    # Shut the lips where a model with a lip-contact output is confident they touch.
+    articulate: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("smooth", "blinks", "clamp"):
+        for name in ("smooth", "blinks", "clamp", "articulate"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise ControlError(
                     f"post-processing: {name} must be true or false, got {getattr(self, name)!r}"
@@ -158,8 +160,10 @@ def clamp(values: np.ndarray) -> np.ndarray:
     return np.clip(_checked_values(values), 0.0, 1.0).astype(np.float32)
 
 
-def apply(values: np.ndarray, settings: PostProcess, fps: float = FPS) -> np.ndarray:
-    """Run the enabled steps in the released order: smooth, then blinks (so the blink shape is
+def apply(values: np.ndarray, settings: PostProcess, fps: float = FPS,
+          contact: np.ndarray | None = None) -> np.ndarray:
+    """Run the enabled steps in the released order: smooth, then (with a lip-contact
+    probability per frame, `contact` (T,)) articulation, then blinks (so the blink shape is
     not smoothed away), then mouth amplitude, then clamp (last, so nothing leaves [0, 1]).
     Returns a new float32 (T, 52) array; the input is never modified."""
     if not isinstance(settings, PostProcess):
@@ -170,12 +174,50 @@ def apply(values: np.ndarray, settings: PostProcess, fps: float = FPS) -> np.nda
     rate = _check_fps(fps, "fps")
     if settings.smooth:
         data = smooth(data)
+    if settings.articulate and contact is not None:
+        data = articulate(data, contact)
     if settings.blinks:
         data = add_blinks(data, rate, settings.seed)
     if settings.mouth_amplitude != 1.0:
         data = scale_mouth(data, settings.mouth_amplitude)
     if settings.clamp:
         data = clamp(data)
+    return data
+
+
+# Lip contact: below CONTACT_LOW the curves stay as predicted, above CONTACT_HIGH the lips
+# shut fully, linearly in between (a confident decision, with soft edges rather than a jump).
+CONTACT_LOW = 0.4
+CONTACT_HIGH = 0.7
+_JAW = INDEX["jawOpen"]
+_CLOSE = INDEX["mouthClose"]
+# Channels that part the lips beyond the jaw's opening (the lip-closure aperture's terms).
+_LIP_OPENERS = tuple(INDEX[n] for n in ("mouthLowerDownLeft", "mouthLowerDownRight",
+                                        "mouthUpperUpLeft", "mouthUpperUpRight", "mouthFunnel"))
+
+
+def contact_weight(contact: np.ndarray) -> np.ndarray:
+    """(T,) lip-contact probabilities -> (T,) closing weights in [0, 1]: a three-frame median
+    first, so one stray frame neither opens nor shuts the lips."""
+    p = np.asarray(contact, dtype=np.float64)
+    if p.size >= 3:
+        padded = np.concatenate([p[:1], p, p[-1:]])
+        p = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
+    return np.clip((p - CONTACT_LOW) / (CONTACT_HIGH - CONTACT_LOW), 0.0, 1.0)
+
+
+def articulate(values: np.ndarray, contact: np.ndarray) -> np.ndarray:
+    """Shut the lips where the model is confident they touch: with weight w per frame,
+    mouthClose moves towards jawOpen (ARKit's "lips together over an open jaw") and the
+    channels that part the lips scale by 1 - w, so the mouth's aperture scales by 1 - w while
+    the jaw keeps its motion. values (T, 52), contact (T,) probabilities -> new (T, 52)."""
+    data = _checked_values(values).astype(np.float32)
+    if np.shape(contact) != (data.shape[0],):
+        raise ControlError(f"lip contact must have one value per frame ({data.shape[0]}), got "
+                           f"shape {np.shape(contact)}")
+    w = contact_weight(contact).astype(np.float32)
+    data[:, _CLOSE] += w * (data[:, _JAW] - data[:, _CLOSE])
+    data[:, list(_LIP_OPENERS)] *= (1.0 - w)[:, None]
     return data
 
 

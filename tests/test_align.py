@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from training import align
-from training.metrics import frame_phones
-from training.synth.espeak import available as espeak_available
-from training.synth.phonemes import SIL
+from emotalk_core.phonetics import align
+from emotalk_core.phonetics.espeak import available as espeak_available
+from emotalk_core.phonetics.phonemes import SIL
+from emotalk_core.phonetics.track import frame_phones
 
 needs_aligner = pytest.mark.skipif(
     not (align.available() and espeak_available()),
@@ -61,7 +61,7 @@ def test_alignment_refuses_empty_input():
 def _boundary_errors(text: str, person: int) -> tuple[np.ndarray, float]:
     """|aligned start - espeak start| of matched phones, and the share of espeak's phones
     matched in order."""
-    from training.synth.espeak import synthesize
+    from emotalk_core.phonetics.espeak import synthesize
     from training.synth.styles import PERSONS, voice_settings
 
     utterance = synthesize(text, voice_settings(PERSONS[person], "neutral", 0))
@@ -96,7 +96,7 @@ def test_alignment_recovers_espeak_phone_timings():
 
 @needs_aligner
 def test_alignment_pronounces_unknown_words_with_espeak():
-    from training.synth.espeak import VoiceSettings, synthesize
+    from emotalk_core.phonetics.espeak import VoiceSettings, synthesize
 
     text = "The zorblaxian moon is bright."
     utterance = synthesize(text, VoiceSettings("en-us+f2"))
@@ -110,7 +110,7 @@ needs_espeak = pytest.mark.skipif(not espeak_available(),
 
 @needs_espeak
 def test_foreign_words_get_their_language_pronunciation_in_english_phones():
-    from training.synth.phonemes import ARPABET
+    from emotalk_core.phonetics.phonemes import ARPABET
 
     tokens, pronunciations = align.foreign_words("Maman a mis un bol, d'accord?", "fr")
     assert len(tokens) == 6 and all(t.isascii() and t.isalnum() for t in tokens)
@@ -128,7 +128,7 @@ def test_foreign_words_get_their_language_pronunciation_in_english_phones():
 
 @needs_aligner
 def test_alignment_in_another_language_places_the_lip_closures():
-    from training.synth.espeak import VoiceSettings, synthesize
+    from emotalk_core.phonetics.espeak import VoiceSettings, synthesize
 
     text = "Maman a mis la pomme dans le bol, puis Bruno a pris le panier."
     utterance = synthesize(text, VoiceSettings("fr"))
@@ -150,7 +150,7 @@ def test_alignment_failure_is_a_clear_error():
 
 @needs_aligner
 def test_alignment_reads_files(tmp_path):
-    from training.synth.espeak import VoiceSettings, synthesize
+    from emotalk_core.phonetics.espeak import VoiceSettings, synthesize
 
     utterance = synthesize("Good morning.", VoiceSettings("en-us+f4"))
     path = tmp_path / "clip.wav"
@@ -233,8 +233,8 @@ def test_person_ids_are_stable_and_in_range():
 
 @needs_aligner
 def test_process_clip_labels_a_recording_and_skips_failures(tmp_path):
+    from emotalk_core.phonetics.espeak import VoiceSettings, synthesize
     from training.real_speech import RawClip, _entry, process_clip
-    from training.synth.espeak import VoiceSettings, synthesize
 
     text = "My mother baked a pumpkin pie."
     utterance = synthesize(text, VoiceSettings("en-us+f3"), 0.3, 0.3)

@@ -18,14 +18,14 @@ import soundfile as sf
 
 from emotalk_core.arkit import INDEX, NUM_CHANNELS
 from emotalk_core.manifest import entries_by_split, read_manifest
+from emotalk_core.phonetics.phonemes import BILABIALS, OPEN_VOWELS, SIL, TimedPhone, to_arpabet
 from training.synth import teacher
 from training.synth.features import RATE, Prosody, analyse
-from training.synth.phonemes import BILABIALS, OPEN_VOWELS, SIL, TimedPhone, to_arpabet
 from training.synth.sentences import sentences, vocabulary
 from training.synth.styles import EMOTIONS, PERSONS, Style
 
 needs_espeak = pytest.mark.skipif(
-    not __import__("training.synth.espeak", fromlist=["available"]).available(),
+    not __import__("emotalk_core.phonetics.espeak", fromlist=["available"]).available(),
     reason="espeak-ng not installed (pip install espeakng-loader; `make setup` installs it)",
 )
 
@@ -242,13 +242,13 @@ def test_pitch_accents_raise_brows():
 
 @needs_espeak
 def test_espeak_mnemonics_all_map():
-    from training.synth.espeak import Espeak, VoiceSettings
+    from emotalk_core.phonetics.espeak import Espeak, VoiceSettings
 
     text = " ".join(sorted(vocabulary()))
     engine = Espeak.get()
     for voice in ("en-us", "en", "en-gb-scotland"):
         _, events = engine.synthesize_raw(text, VoiceSettings(voice=voice))
-        from training.synth.phonemes import parse_mnemonic
+        from emotalk_core.phonetics.phonemes import parse_mnemonic
 
         unmapped = {n for n, _ in events if not to_arpabet(parse_mnemonic(n)[0])} - {";"}
         assert unmapped == set(), voice
@@ -257,7 +257,7 @@ def test_espeak_mnemonics_all_map():
 @needs_espeak
 @pytest.mark.parametrize("person", [0, 5, 16])
 def test_tts_phone_timings_are_monotonic_and_cover_the_audio(person):
-    from training.synth.espeak import synthesize
+    from emotalk_core.phonetics.espeak import synthesize
     from training.synth.styles import voice_settings
 
     text = sentences(1, 3)[person % 3]
@@ -279,7 +279,7 @@ def test_tts_phone_timings_are_monotonic_and_cover_the_audio(person):
 @needs_espeak
 def test_teacher_auc_on_synthesised_speech():
     from emotalk_core.audio import num_frames
-    from training.synth.espeak import synthesize
+    from emotalk_core.phonetics.espeak import synthesize
     from training.synth.styles import voice_settings
 
     pairs = []

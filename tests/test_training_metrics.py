@@ -10,6 +10,7 @@ import pytest
 
 from emotalk_core.arkit import INDEX
 from emotalk_core.manifest import read_manifest
+from emotalk_core.phonetics.track import frame_phones
 from training import evaluate as E
 from training import metrics as M
 
@@ -60,7 +61,7 @@ def test_energy_baseline_follows_loudness():
 
 def test_frame_phones_rule():
     phones = [("SIL", 0.0, 0.05), ("M", 0.05, 0.1), ("AA", 0.1, 0.2)]
-    frames = M.frame_phones(phones, 8)
+    frames = frame_phones(phones, 8)
     # frame centres: 0.0167, 0.05, 0.0833, 0.1167, 0.15, 0.1833, 0.2167, ...
     assert frames == ["SIL", "M", "M", "AA", "AA", "AA", None, None]
 
@@ -198,7 +199,7 @@ def test_evaluate_empty_split(tiny_model_dir, tmp_path):
 
 
 def test_evaluate_aligns_transcripts_or_says_why_not(tiny_model_dir, tmp_path):
-    from training import align
+    from emotalk_core.phonetics import align
 
     data = tmp_path / "data"
     make_corpus(data, persons=1, contents=1, val_contents=1, seconds=(0.8, 1.0))

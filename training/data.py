@@ -45,10 +45,10 @@ from emotalk_core.audio import load_audio, num_frames
 from emotalk_core.config import FPS, PRESET_NAMES, SAMPLE_RATE
 from emotalk_core.errors import EmoTalkError
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
+from emotalk_core.phonetics.track import track_classes
 
 from .augment import augment, change_speed, stretch_curves, stretch_labels
 from .config import AugmentSection, DataSection
-from .metrics import base_phone, frame_phones
 
 IGNORE_LABEL = -100  # cross-entropy's ignore_index: clips without a usable emotion label
 FRAME_BLOCK = SAMPLE_RATE * 3 // FPS  # 1600 samples = 3 frames exactly: crop on this grid
@@ -297,10 +297,7 @@ def phone_label_frames(phones: Sequence[tuple[str, float, float]], frames: int,
                        labels: Sequence[str]) -> np.ndarray:
     """(frames,) int64 class index of the phone owning each frame (DESIGN.md section 8's rule;
     stress digits ignored); IGNORE_LABEL where no phone, or one outside `labels`, owns it."""
-    index = {name: i for i, name in enumerate(labels)}
-    owners = frame_phones(phones, frames)
-    return np.array([IGNORE_LABEL if p is None else index.get(base_phone(p), IGNORE_LABEL)
-                     for p in owners], dtype=np.int64)
+    return track_classes(phones, frames, labels, missing=IGNORE_LABEL)
 
 
 def validate_entries(entries: Sequence[ManifestEntry], cfg: DataSection

@@ -15,7 +15,7 @@ the targets. Reports (training/metrics.py defines each):
   the model, the targets and the audio-energy baseline, pooled over the clips that have phones:
   the manifest's `phones` file or `DIR/phones/<clip_id>.json` ([[phone, start_s, end_s], ...]),
   or a transcript
-  `DIR/transcripts/<clip_id>.txt` aligned with `training.align` (pocketsphinx).
+  `DIR/transcripts/<clip_id>.txt` aligned with `emotalk_core.phonetics.align` (pocketsphinx).
 
 Frame-weighted means: every frame of every clip counts once.
 """
@@ -36,6 +36,7 @@ from emotalk_core.arkit import INDEX
 from emotalk_core.audio import load_audio, num_frames
 from emotalk_core.errors import EmoTalkError
 from emotalk_core.manifest import ManifestEntry, read_manifest
+from emotalk_core.phonetics.track import frame_phones
 
 from . import data as D
 from . import metrics as M
@@ -53,12 +54,14 @@ def clip_frame_phones(data_dir: Path, entry: ManifestEntry, audio: np.ndarray, f
     if Path(phone_file).is_file():
         phones = D.read_phone_file(Path(phone_file))
     elif transcript.is_file():
-        from .align import align_phones  # pocketsphinx: only needed for transcripts
+        from emotalk_core.phonetics.align import (
+            align_phones,  # pocketsphinx: only needed for transcripts
+        )
 
         phones = align_phones(audio, transcript.read_text(encoding="utf-8").strip())
     else:
         return None
-    return M.frame_phones(phones, frames)
+    return frame_phones(phones, frames)
 
 
 class Accumulator:

@@ -26,6 +26,7 @@ from scipy.stats import rankdata
 from emotalk_core.arkit import CHANNELS, INDEX, NUM_CHANNELS
 from emotalk_core.config import FPS, SAMPLE_RATE
 from emotalk_core.errors import EmoTalkError
+from emotalk_core.phonetics.track import base_phone
 
 LIP_CHANNELS: tuple[int, ...] = tuple(
     i for i, n in enumerate(CHANNELS) if n.startswith(("mouth", "jaw"))
@@ -161,11 +162,6 @@ def frame_log_rms(audio: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
-def base_phone(phone: str) -> str:
-    """An ARPAbet phone without surrounding space, in upper case, without its stress digit."""
-    return phone.strip().upper().rstrip("012")
-
-
 def phone_class(phone: str | None) -> str | None:
     """"vowel", "bilabial" or None for an ARPAbet phone (stress digits ignored)."""
     if not phone:
@@ -233,17 +229,3 @@ class ClosureScores:
         if name not in self.vowel:
             return float("nan")
         return auc(np.concatenate(self.vowel[name]), np.concatenate(self.bilabial[name]))
-
-
-def frame_phones(phones: Sequence[tuple[str, float, float]], num_frames: int,
-                 fps: float = FPS) -> list[str | None]:
-    """The phone owning each frame: the one whose interval covers the frame's centre
-    ((k + 0.5) / fps), DESIGN.md section 8. Frames no phone covers are None ("SIL" phones stay
-    "SIL")."""
-    out: list[str | None] = [None] * num_frames
-    for phone, start, end in phones:
-        first = max(0, math.ceil(start * fps - 0.5))
-        last = min(num_frames, math.ceil(end * fps - 0.5))
-        for i in range(first, last):
-            out[i] = phone
-    return out

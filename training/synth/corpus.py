@@ -39,11 +39,11 @@ import soundfile as sf
 
 from emotalk_core.audio import num_frames
 from emotalk_core.manifest import ManifestEntry, write_manifest
+from emotalk_core.phonetics.espeak import SAMPLE_RATE, synthesize
+from emotalk_core.phonetics.phonemes import TimedPhone
 
 from . import teacher
-from .espeak import SAMPLE_RATE, synthesize
 from .features import analyse
-from .phonemes import TimedPhone
 from .sentences import sentences
 from .styles import EMOTIONS, NUM_PERSONS, PERSONS, voice_effect, voice_settings
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emotalk_core.config import PRESET_NAMES
-
-from .espeak import VoiceSettings
+from emotalk_core.phonetics.espeak import VoiceSettings
 
 EMOTIONS: tuple[str, ...] = PRESET_NAMES
 NUM_PERSONS = 24

@@ -32,9 +32,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from emotalk_core.arkit import INDEX, NUM_CHANNELS
+from emotalk_core.phonetics.phonemes import BILABIALS, SIL, TimedPhone
 
 from .features import RATE, Prosody
-from .phonemes import BILABIALS, SIL, TimedPhone
 from .styles import EMOTION_SPECS, Style, intensity_scale
 
 FPS = 30

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.synth.phonemes import ARPABET, SIL, strip_stress, to_arpabet
+from .loop import pcm16
+from .phonemes import ARPABET, SIL, strip_stress, to_arpabet
 
 SAMPLE_RATE = 16000
 FPS = 30
@@ -165,7 +166,7 @@ def _pronounce(word: str, language: str = ENGLISH) -> list[str]:
     """ARPAbet phones for a word as espeak-ng's voice for `language` says it. Sounds that
     English lacks map to the nearest English phone (a French "u" to UW, a rolled "r" to R):
     close enough to place the lip closures and vowels that the teacher animates."""
-    from training.synth.espeak import Espeak, EspeakError, available
+    from .espeak import Espeak, EspeakError, available
 
     if not available():
         raise AlignmentError(f"{word!r} is not in the pronunciation dictionary and espeak-ng "
@@ -289,18 +290,9 @@ def align_phones(audio: str | os.PathLike[str] | np.ndarray, transcript: str,
         raise AlignmentError(f"transcript {transcript!r} has no words to align")
     if samples.size < SAMPLE_RATE // 10:
         raise AlignmentError("audio shorter than 0.1 s cannot be aligned")
-    pcm = _pcm16(samples)
+    pcm = pcm16(samples)
     phones = _ALIGNER.align(pcm, words, pronunciations)
     return _cover(phones, samples.size / SAMPLE_RATE)
-
-
-def _pcm16(samples: np.ndarray) -> bytes:
-    """16-bit PCM with a fixed +-1 LSB triangular dither: digital silence (exact zeros, as in
-    TTS output and padded clips) gives degenerate log energies that derail the decoder, and a
-    fixed noise keeps alignments reproducible."""
-    noise = np.random.default_rng(0).triangular(-1.0, 0.0, 1.0, samples.size)
-    scaled = np.clip(samples.astype(np.float64), -1.0, 1.0) * 32766.0 + noise
-    return np.round(scaled).astype("<i2").tobytes()
 
 
 def _load(audio: str | os.PathLike[str] | np.ndarray) -> np.ndarray:

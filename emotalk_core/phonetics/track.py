@@ -1,0 +1,93 @@
+"""Phones with times -> the per-frame phone track that compact models read beside the audio.
+
+A phone owns the 30 fps frames whose centres it covers (DESIGN.md section 8, the same rule as
+the lip-closure metric). The track is a (T,) array of class indices into
+`emotalk_core.config.PHONE_LABELS`, NO_PHONE where no phone owns a frame; the network embeds
+it (one-hot) beside its log-mel features.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import FPS, PHONE_LABELS
+from ..errors import EmoTalkError
+
+NO_PHONE = -1
+_INDEX = {label: i for i, label in enumerate(PHONE_LABELS)}
+
+Phones = list[tuple[str, float, float]]
+
+
+def base_phone(phone: str) -> str:
+    """An ARPAbet phone without surrounding space, in upper case, without its stress digit."""
+    return phone.strip().upper().rstrip("012")
+
+
+def frame_phones(phones: Sequence[tuple[str, float, float]], num_frames: int,
+                 fps: float = FPS) -> list[str | None]:
+    """The phone owning each frame: the one whose interval covers the frame's centre
+    ((k + 0.5) / fps). Frames no phone covers are None ("SIL" phones stay "SIL")."""
+    out: list[str | None] = [None] * num_frames
+    for phone, start, end in phones:
+        first = max(0, math.ceil(start * fps - 0.5))
+        last = min(num_frames, math.ceil(end * fps - 0.5))
+        for i in range(first, last):
+            out[i] = phone
+    return out
+
+
+def track_classes(phones: Sequence[tuple[str, float, float]], num_frames: int,
+                  labels: Sequence[str] = PHONE_LABELS, missing: int = NO_PHONE) -> np.ndarray:
+    """(num_frames,) int64 index into `labels` of the phone owning each frame (stress digits
+    ignored); `missing` where no phone, or one outside `labels`, owns it."""
+    index = _INDEX if tuple(labels) == PHONE_LABELS else {p: i for i, p in enumerate(labels)}
+    owners = frame_phones(phones, num_frames)
+    return np.array([missing if p is None else index.get(base_phone(p), missing)
+                     for p in owners], dtype=np.int64)
+
+
+@dataclass
+class PhoneTrack:
+    """Phones of a clip, where they came from ("alignment" of a transcript, or the phone
+    "loop"), and any warning a user should see (a transcript that did not align)."""
+
+    phones: Phones
+    source: str
+    warnings: list[str] = field(default_factory=list)
+
+    def classes(self, num_frames: int) -> np.ndarray:
+        return track_classes(self.phones, num_frames)
+
+
+def phone_track(samples: np.ndarray, transcript: str | None = None, *,
+                language: str = "en-us",
+                progress: Callable[[int, int], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> PhoneTrack:
+    """Phones of 16 kHz mono `samples`: forced alignment of `transcript` when given, else (or
+    when the alignment fails, with a warning) phone-loop decoding."""
+    from . import loop
+
+    warnings: list[str] = []
+    if transcript is not None and transcript.strip():
+        from .align import AlignmentError, align_phones
+
+        try:
+            phones = align_phones(samples, transcript, language=language)
+            if progress:
+                progress(1, 1)
+            return PhoneTrack(phones, "alignment")
+        except (AlignmentError, EmoTalkError) as exc:
+            warnings.append(f"the transcript could not be aligned to the audio ({_short(exc)}); "
+                            "lip sync uses the audio alone for this clip")
+    phones = loop.decode(samples, progress=progress, cancel=cancel)
+    return PhoneTrack(phones, "loop", warnings)
+
+
+def _short(exc: Exception, limit: int = 160) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
