@@ -70,6 +70,17 @@ class ModelSection:
     # A phone classifier on the content features (classes: emotalk_core.config.PHONE_LABELS),
     # trained from the manifest's phone files with loss.phone.
     phone_head: bool = False
+    # The phonetic stream (emotalk_core.config.ModelConfig.phone_input): the content encoder
+    # reads a per-frame phone track, from phone-loop decoding cached next to the manifest
+    # (`python -m training.data phone-loop`; made on first use) or, for a share of samples
+    # (data.aligned_track_probability), from the manifest's phone files (forced alignment).
+    phone_input: bool = False
+    # A lip-contact output trained against the target's closures (loss.contact).
+    contact_head: bool = False
+    # Start from a model folder's weights ("default": the bundled model). Every tensor of that
+    # model must exist here with its shape; tensors it lacks (a new input or head) keep their
+    # initialisation, which for the phone input is zero: training starts from what it did.
+    init_from: str | None = None
     pretrained_content: str | None = None  # local folder of a HF wav2vec2 (config + weights)
     pretrained_emotion: str | None = None
     content_encoder: dict[str, Any] = field(default_factory=dict)
@@ -95,6 +106,11 @@ class DataSection:
     # Clip-id prefix -> copies per epoch, e.g. {"asterisk-" = 4}: a small real-speech corpus
     # beside a large synthetic one still fills a good share of every batch.
     oversample: dict[str, int] = field(default_factory=dict)
+    # Models with a phone input: share of training samples whose phone track comes from the
+    # manifest's phone file (as with a transcript at inference) instead of the phone loop
+    # (as without one), and share with no track at all. Validation always uses the loop.
+    aligned_track_probability: float = 0.3
+    track_dropout: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -143,6 +159,7 @@ class LossSection:
     emotion: float = 0.02
     phone: float = 0.0  # frame-level phone classification; needs model.phone_head
     aperture: float = 0.0  # MSE of the mouth-opening score (the lip-closure metric's)
+    contact: float = 0.0  # BCE of the lip-contact output; needs model.contact_head
 
 
 @dataclass(frozen=True)
@@ -316,11 +333,16 @@ def _check_rules(c: TrainConfig, source: str) -> None:
                     "optim.grad_clip": c.optim.grad_clip,
                     "data.length_tolerance_frames": c.data.length_tolerance_frames}
     problems += [f"{k} must not be negative, got {v}" for k, v in non_negative.items() if v < 0]
-    for name in ("cross", "self", "velocity", "emotion", "phone", "aperture"):
+    for name in ("cross", "self", "velocity", "emotion", "phone", "aperture", "contact"):
         if getattr(c.loss, name) < 0:
             problems.append(f"loss.{name} must not be negative")
     if c.loss.phone > 0 and not c.model.phone_head:
         problems.append("loss.phone needs a phone head: set model.phone_head = true")
+    if c.loss.contact > 0 and not c.model.contact_head:
+        problems.append("loss.contact needs a contact head: set model.contact_head = true")
+    for name in ("aligned_track_probability", "track_dropout"):
+        if not 0.0 <= getattr(c.data, name) <= 1.0:
+            problems.append(f"data.{name} must be within [0, 1]")
     bad_counts = {k: v for k, v in c.data.oversample.items()
                   if isinstance(v, bool) or not isinstance(v, int) or v < 1}
     if bad_counts:
@@ -367,6 +389,7 @@ def build_model_config(section: ModelSection, source: str = "<config>",
             window_frames=section.window_frames,
             window_overlap_frames=section.window_overlap_frames,
             phone_labels=PHONE_LABELS if section.phone_head else (),
+            phone_input=section.phone_input, contact_head=section.contact_head,
         )  # fmt: skip
     except ConfigError:
         raise

@@ -45,8 +45,9 @@ from emotalk_core.audio import load_audio, num_frames
 from emotalk_core.config import FPS, PRESET_NAMES, SAMPLE_RATE
 from emotalk_core.errors import EmoTalkError
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
-from emotalk_core.phonetics.track import track_classes
+from emotalk_core.phonetics.track import NO_PHONE, track_classes
 
+from . import phone_tracks
 from .augment import augment, change_speed, stretch_curves, stretch_labels
 from .config import AugmentSection, DataSection
 
@@ -416,6 +417,7 @@ class Sample:
     emotion: int  # label index of B's emotion, or IGNORE_LABEL
     is_cross: bool
     phones_self: np.ndarray | None = None  # (T_s,) phone classes of A, with a phone head
+    track_a: np.ndarray | None = None  # (T_a,) A's phone track (-1: none), with a phone input
     epoch: int = 0
     position: int = 0
     skipped: list[Skipped] = field(default_factory=list)
@@ -438,9 +440,13 @@ class PairDataset(torch.utils.data.Dataset):
         donors: Sequence[ClipInfo] | None = None,
         train: bool = True,
         phone_labels: Sequence[str] = (),
+        track_dir: Path | None = None,
     ):
+        """`track_dir`: the phone-loop cache (training.phone_tracks) of a model with a phone
+        input; samples then carry A's phone track."""
         self.clips = list(clips)
         self.phone_labels = tuple(phone_labels)
+        self.track_dir = track_dir
         self.cfg = cfg
         self.labels = tuple(labels)
         self.seed = seed
@@ -498,7 +504,7 @@ class PairDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng(seed)
         anchor = self.clips[index]
         audio_a, curves_a = self.load(anchor)
-        phones_a = self.load_phones(anchor, curves_a.shape[0])
+        labels_a = self.load_labels(anchor, curves_a.shape[0], seed)
         pair = self.pairs.draw(index, rng) if self.cfg.cross_pairs else None
         if pair is not None:
             donor, target = self.pairs.donors[pair[0]], self.clips[pair[1]]
@@ -514,23 +520,64 @@ class PairDataset(torch.utils.data.Dataset):
                     skipped.append(Skipped(bad.clip_id, str(exc)))
                 pair = None
         if pair is None:
-            audio_a, curves_a, phones_a = self._change_speed(audio_a, curves_a, phones_a, rng)
-            audio_a, curves_a, phones_a = self._crop(audio_a, curves_a, rng, phones_a)
+            audio_a, curves_a, labels_a = self._change_speed(audio_a, curves_a, labels_a, rng)
+            audio_a, curves_a, labels_a = self._crop(audio_a, curves_a, rng, labels_a)
             audio_a = self._augment(audio_a, rng)
             return self._make(anchor, audio_a, audio_a, curves_a, curves_a, anchor.entry.emotion,
-                              False, phones_a)
+                              False, labels_a)
         audio_b, _, _ = self._crop(audio_b, None, rng)
         audio_a, audio_b = self._augment(audio_a, rng), self._augment(audio_b, rng)
         return self._make(anchor, audio_a, audio_b, curves_t, curves_a, donor.entry.emotion, True,
-                          phones_a)
+                          labels_a)
 
     def _make(self, anchor: ClipInfo, audio_a, audio_b, target_cross, target_self,
-              emotion: str | None, is_cross: bool, phones_self: np.ndarray | None) -> Sample:
+              emotion: str | None, is_cross: bool, labels_a: np.ndarray | None) -> Sample:
         e = anchor.entry
+        phones = track = None
+        if labels_a is not None:
+            phones = labels_a[:, 0] if self.phone_labels else None
+            track = labels_a[:, 1] if self.track_dir is not None else None
         return Sample(e.clip_id, audio_a, audio_b, target_cross, target_self,
                       level=float(e.intensity), person=int(e.person or 0),
                       emotion=label_index(emotion, self.labels), is_cross=is_cross,
-                      phones_self=phones_self)
+                      phones_self=phones, track_a=track)
+
+    def load_labels(self, clip: ClipInfo, frames: int, seed: list[int]) -> np.ndarray | None:
+        """(frames, 2) per-frame labels of A that crops and speed changes carry along with its
+        curves: the phone head's classes (column 0) and the phone track (column 1); None when
+        the model needs neither."""
+        phones = self.load_phones(clip, frames)
+        track = self.load_track(clip, frames, np.random.default_rng([*seed, 7]))
+        if phones is None and track is None:
+            return None
+        if phones is None:
+            phones = np.full(frames, IGNORE_LABEL, dtype=np.int64)
+        if track is None:
+            track = np.full(frames, NO_PHONE, dtype=np.int64)
+        return np.stack([phones, track], axis=1)
+
+    def load_track(self, clip: ClipInfo, frames: int, rng: np.random.Generator
+                   ) -> np.ndarray | None:
+        """(frames,) phone track of A (PHONE_LABELS classes, NO_PHONE where none): in training,
+        the manifest's phone file (forced alignment, as with a transcript) for a share of
+        samples, no track for another share, the cached phone loop otherwise; validation always
+        reads the loop, as inference without a transcript. None without a phone input."""
+        if self.track_dir is None:
+            return None
+        choice = rng.random()
+        if self.train and choice < self.cfg.track_dropout:
+            return np.full(frames, NO_PHONE, dtype=np.int64)
+        aligned = (self.train and clip.entry.phones is not None
+                   and choice < self.cfg.track_dropout + self.cfg.aligned_track_probability)
+        path = (Path(clip.entry.phones) if aligned
+                else phone_tracks.cache_path(self.track_dir, clip.clip_id))
+        if not path.is_file():
+            return np.full(frames, NO_PHONE, dtype=np.int64)
+        try:
+            phones = read_phone_file(path)
+        except ValueError as exc:
+            raise ClipError(f"phone track of {clip.clip_id}: {exc}") from exc
+        return track_classes(phones, frames)
 
     def load_phones(self, clip: ClipInfo, frames: int) -> np.ndarray | None:
         """(frames,) phone classes of the clip (IGNORE_LABEL throughout when the manifest names
@@ -562,7 +609,8 @@ class PairDataset(torch.utils.data.Dataset):
     def _crop(self, audio: np.ndarray, curves: np.ndarray | None, rng: np.random.Generator,
               phones: np.ndarray | None = None):
         """A window of at most max_seconds starting on the 3-frame grid (1600 samples), so that
-        the window's frames are exactly a slice of the clip's frames (curves and phones)."""
+        the window's frames are exactly a slice of the clip's frames (curves and `phones`, the
+        per-frame labels)."""
         if audio.size <= self.max_samples:
             return audio, curves, phones
         blocks = (audio.size - self.max_samples) // FRAME_BLOCK
@@ -619,6 +667,13 @@ def collate(samples: list[Sample]) -> dict[str, Any]:
         phones = torch.full(target_self.shape[:2], IGNORE_LABEL, dtype=torch.long)  # (B, T)
         for i, s in enumerate(samples):
             phones[i, : s.phones_self.shape[0]] = torch.from_numpy(s.phones_self)
+    track = track_lengths = None
+    if samples[0].track_a is not None:
+        track_lengths = torch.tensor([s.track_a.shape[0] for s in samples])
+        track = torch.full((len(samples), int(track_lengths.max())), NO_PHONE,
+                           dtype=torch.long)  # (B, T_a)
+        for i, s in enumerate(samples):
+            track[i, : s.track_a.shape[0]] = torch.from_numpy(s.track_a)
     return {
         "audio_a": audio_a, "lengths_a": lengths_a, "audio_b": audio_b, "lengths_b": lengths_b,
         "target_cross": target_cross, "cross_frames": cross_frames,
@@ -628,6 +683,8 @@ def collate(samples: list[Sample]) -> dict[str, Any]:
         "emotion": torch.tensor([s.emotion for s in samples]),  # (B,)
         "is_cross": torch.tensor([s.is_cross for s in samples]),  # (B,)
         "phones_self": phones,  # (B, T_s) phone classes, or None without a phone head
+        "track_a": track,  # (B, T_a) A's phone track, or None without a phone input
+        "track_lengths_a": track_lengths,  # (B,)
         "clip_ids": [s.clip_id for s in samples],
         "epoch": samples[0].epoch, "position": samples[0].position,
         "skipped": [k for s in samples for k in s.skipped],
@@ -766,12 +823,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("sources", nargs="+", metavar="MANIFEST[:SPLIT,...]",
                    help="a manifest, optionally with the splits to take from it "
                    "(data/real_speech/manifest.jsonl:train keeps its held-out clips out)")
+    p = sub.add_parser("phone-loop", help="decode and cache every clip's phone-loop track "
+                       "(models with a phone input; training makes missing ones itself)")
+    p.add_argument("--manifest", required=True, help="manifest.jsonl (the cache goes beside it)")
+    p.add_argument("--jobs", type=int, default=2, help="decoding processes (default 2)")
     args = parser.parse_args(argv)
     try:
         if args.command == "build-3detf":
             return _cmd_build(args)
         if args.command == "merge":
             return _cmd_merge(args)
+        if args.command == "phone-loop":
+            return _cmd_phone_loop(args)
         return _cmd_check(args)
     except EmoTalkError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -809,6 +872,16 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         counts[e.split] += 1
     print(f"wrote {args.out}: {len(entries)} clips ("
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
+    return 0
+
+
+def _cmd_phone_loop(args: argparse.Namespace) -> int:
+    manifest = Path(args.manifest)
+    problems = phone_tracks.build(manifest, read_manifest(manifest), args.jobs)
+    for line in problems:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"phone-loop tracks in {phone_tracks.cache_dir(manifest)} "
+          f"({len(problems)} clips could not be decoded)")
     return 0
 
 

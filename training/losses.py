@@ -4,6 +4,7 @@
           + w_velocity * (VEL(cross, T) + VEL(self, A)) / 2
           + w_emotion * CE(logits_B, emotion_B) + w_phone * CE(phone_logits_A, phones_A)
           + w_aperture * (MSE(aperture(cross), aperture(T)) + MSE(aperture(self), aperture(A))) / 2
+          + w_contact * BCE(contact_logits_A, aperture(A) < 0.05)
 
 MSE is over the valid frames of the batch (every frame weighs the same, so a long clip counts
 more than a short one, as in the paper's per-frame objective); VEL is the MSE of frame
@@ -29,7 +30,9 @@ from .config import LossSection
 from .data import IGNORE_LABEL
 from .metrics import aperture
 
-PARTS = ("cross", "self", "velocity", "emotion", "phone", "aperture")
+PARTS = ("cross", "self", "velocity", "emotion", "phone", "aperture", "contact")
+# A target frame's lips touch when its mouth aperture is below this (the closure rate's rule).
+CONTACT_APERTURE = 0.05
 
 
 def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -80,6 +83,19 @@ def phone_loss(logits: torch.Tensor | None, labels: torch.Tensor | None) -> torc
                            ignore_index=IGNORE_LABEL)
 
 
+def contact_loss(logits: torch.Tensor | None, target: torch.Tensor, lengths: torch.Tensor
+                 ) -> torch.Tensor:
+    """logits (B, T) of the lip-contact head, target curves (B, T, 52) -> binary cross-entropy
+    over valid frames against "the target's lips touch" (aperture below CONTACT_APERTURE); 0
+    without the head."""
+    if logits is None:
+        return torch.zeros((), device=target.device)
+    touch = (aperture(target) < CONTACT_APERTURE).float()  # (B, T)
+    mask = frame_mask(lengths, logits.shape[1]).float()
+    bce = F.binary_cross_entropy_with_logits(logits.float(), touch, reduction="none")
+    return (bce * mask).sum() / mask.sum().clamp(min=1)
+
+
 def training_loss(out: TrainingOutputs, batch: dict[str, Any], w: LossSection
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted total and its (unweighted) parts, each a scalar tensor. Predictions are
@@ -94,8 +110,9 @@ def training_loss(out: TrainingOutputs, batch: dict[str, Any], w: LossSection
         "phone": phone_loss(out.phone_logits, batch.get("phones_self")).to(cross.device),
         "aperture": 0.5 * (aperture_loss(cross, batch["target_cross"], batch["cross_frames"])
                            + aperture_loss(self_, batch["target_self"], batch["self_frames"])),
+        "contact": contact_loss(out.contact_logits, batch["target_self"], batch["self_frames"]),
     }
     total = (w.cross * parts["cross"] + w.self * parts["self"] + w.velocity * parts["velocity"]
              + w.emotion * parts["emotion"] + w.phone * parts["phone"]
-             + w.aperture * parts["aperture"])
+             + w.aperture * parts["aperture"] + w.contact * parts["contact"])
     return total, parts

@@ -61,6 +61,7 @@ from emotalk_core.model import EmoTalk, level_weights, one_hot_weights
 
 from . import data as D
 from . import metrics as M
+from . import phone_tracks
 from .config import (
     ConfigError,
     ModelSection,
@@ -181,6 +182,8 @@ class _TrainingStep(nn.Module):
 def build_network(section: ModelSection, source: str, log: Callable[[str], None]) -> EmoTalk:
     """The network, with pretrained wav2vec2 weights loaded and conv front ends frozen."""
     net = EmoTalk(build_model_config(section, source))
+    if section.init_from:
+        log(init_from_model(net, section.init_from))
     for which in ("content", "emotion"):
         folder = getattr(section, f"pretrained_{which}")
         if folder:
@@ -191,6 +194,28 @@ def build_network(section: ModelSection, source: str, log: Callable[[str], None]
                 f"model.pretrained_{which}); the paper fine-tunes pretrained wav2vec2 models")
     freeze_front_ends(net)
     return net
+
+
+def init_from_model(net: EmoTalk, folder: str) -> str:
+    """Copy a model folder's weights into `net`. Every tensor of the source must exist in
+    `net` with the same shape (anything else is a ConfigError listing the keys); tensors only
+    `net` has keep their initialisation. Returns a line for the log."""
+    from emotalk_core.checkpoint import load_model
+
+    source = load_model(folder).model.state_dict()
+    target = net.state_dict()
+    unexpected = sorted(k for k in source if k not in target)
+    reshaped = sorted(k for k in source if k in target and source[k].shape != target[k].shape)
+    if unexpected or reshaped:
+        raise ConfigError(f"model.init_from = {folder!r} does not fit this network: "
+                          + "; ".join(filter(None, [
+                              f"unknown here: {', '.join(unexpected)}" if unexpected else "",
+                              f"other shapes: {', '.join(reshaped)}" if reshaped else ""])),
+                          "init_from needs the same network plus new inputs or heads only")
+    net.load_state_dict({**target, **{k: v.float() for k, v in source.items()}})
+    new = sorted(k for k in target if k not in source)
+    return (f"started from {folder} ({len(source)} tensors); new: "
+            f"{', '.join(new) if new else 'none'}")
 
 
 def freeze_front_ends(net: EmoTalk) -> None:
@@ -375,8 +400,9 @@ class Trainer:
         model_cfg = build_model_config(cfg.model, cfg.source or "<config>", read_pretrained=False)
         labels, phones = model_cfg.emotion_labels, model_cfg.phone_labels
         self.train_clips = clips[d.train_split]
+        track_dir = self._phone_loop_tracks(manifest, clips) if model_cfg.phone_input else None
         self.train_set = D.PairDataset(self.train_clips, d, labels, cfg.seed, cfg.augment,
-                                       phone_labels=phones)
+                                       phone_labels=phones, track_dir=track_dir)
         keys, lengths = self.train_set.epoch_items()
         self.batches = D.BucketBatches(lengths, d.batch_size, d.bucket_batches, cfg.seed,
                                        self.dist.rank, self.dist.world, keys=keys)
@@ -385,7 +411,7 @@ class Trainer:
             val = D.subsample(clips[d.val_split], d.val_max_clips)
             self.val_set = D.PairDataset(val, d, labels, cfg.seed, None,
                                          donors=self.train_clips + val, train=False,
-                                         phone_labels=phones)
+                                         phone_labels=phones, track_dir=track_dir)
         self.log(f"data: {len(self.train_clips)} training clips "
                  f"({sum(c.seconds for c in self.train_clips) / 3600:.2f} h, "
                  f"{self.train_set.pairs.cross_fraction():.0%} can form cross pairs), "
@@ -395,6 +421,17 @@ class Trainer:
             self.log(f"  skipped {s.clip_id}: {s.reason}")
         if len(skipped) > 20:
             self.log(f"  ... and {len(skipped) - 20} more (see {self.out / 'skipped.json'})")
+
+    def _phone_loop_tracks(self, manifest: Path, clips: dict[str, list[D.ClipInfo]]) -> Path:
+        """The phone-loop cache of the clips (made where missing, by the main process; the
+        other ranks wait for it)."""
+        if self.dist.main:
+            entries = [c.entry for split in clips.values() for c in split]
+            self.log(f"phone-loop tracks: {phone_tracks.cache_dir(manifest)}")
+            for problem in phone_tracks.build(manifest, entries, self.cfg.data.num_workers or 1):
+                self.log(f"  no phone track: {problem}")
+        self.dist.barrier()
+        return phone_tracks.cache_dir(manifest)
 
     def _setup_optim(self) -> None:
         o = self.cfg.optim
@@ -580,7 +617,8 @@ class Trainer:
         with self.autocast():
             out = self.module(b["audio_a"], b["lengths_a"], b["audio_b"], b["lengths_b"],
                               b["cross_frames"], b["self_frames"], level_weights(b["level"]),
-                              one_hot_weights(b["person"], self.net.config.num_persons))
+                              one_hot_weights(b["person"], self.net.config.num_persons),
+                              b["track_a"], b["track_lengths_a"])
         loss, parts = training_loss(out, b, self.cfg.loss)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -685,7 +723,8 @@ class Trainer:
             out = self.net.training_forward(
                 b["audio_a"], b["lengths_a"], b["audio_b"], b["lengths_b"], b["cross_frames"],
                 b["self_frames"], level_weights(b["level"]),
-                one_hot_weights(b["person"], self.net.config.num_persons))
+                one_hot_weights(b["person"], self.net.config.num_persons), b["track_a"],
+                b["track_lengths_a"])
         loss, parts = training_loss(out, b, self.cfg.loss)
         n = float(b["level"].shape[0])
         mask = _valid_frames(b["self_frames"], out.self_.shape[1])  # (B, T)
