@@ -26,7 +26,7 @@ from .config import FPS, SAMPLE_RATE
 from .errors import Cancelled, ControlError, ResourceError
 from .model import EmoTalk, level_weights
 from .model.common import interpolate_frames
-from .phonetics import phone_track
+from .phonetics import PhoneTrack, phone_track
 from .postprocess import PostProcess, apply, resample
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -188,6 +188,7 @@ class Predictor:
         fps: float = FPS,
         controls: Controls | None = None,
         transcript: str | None = None,
+        phones: PhoneTrack | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
     ) -> Prediction:
@@ -195,7 +196,8 @@ class Predictor:
         `end` seconds, at `fps`. `transcript`: the words spoken in that window, optional; models
         with a phonetic input then take phone timings from forced alignment instead of
         phone-loop decoding (a transcript that does not align falls back to the loop, with a
-        warning in the result). Raises EmoTalkError subclasses only."""
+        warning in the result). `phones`: phone timings the caller already has (times from
+        `start`), used instead of decoding or aligning. Raises EmoTalkError subclasses only."""
         controls = controls or Controls()
         if not _finite_in(fps, 1.0, 1000.0):
             raise ControlError(f"fps must be within [1, 1000], got {fps}")
@@ -206,7 +208,7 @@ class Predictor:
         run.step("loading audio")
         samples = self._load(audio, sample_rate, start, end)
         target = self._emotion_target(controls.emotion)
-        track, phone_source, warnings = self._phone_track(samples, transcript, run)
+        track, phone_source, warnings = self._phone_track(samples, transcript, run, phones)
         try:
             with torch.inference_mode(), run.hooks(self.model):
                 raw, contact, probs = self._network(samples, controls.emotion, target,
@@ -262,7 +264,8 @@ class Predictor:
         level = level_weights(torch.tensor([float(controls.level)]))
         return level.to(self.device), person.to(self.device)
 
-    def _phone_track(self, samples: np.ndarray, transcript: str | None, run: _Run
+    def _phone_track(self, samples: np.ndarray, transcript: str | None, run: _Run,
+                     given: PhoneTrack | None = None
                      ) -> tuple[np.ndarray | None, str | None, list[str]]:
         """(T,) phone classes at 30 fps for models with a phonetic input, their source, and
         warnings for the user."""
@@ -273,8 +276,11 @@ class Predictor:
                 return None, None, [f"model {self.model.config.name!r} does not read "
                                     "transcripts (no phonetic input); the transcript was ignored"]
             return None, None, []
-        run.step("reading phones" + (" (aligning the transcript)" if transcript else ""))
-        found = phone_track(samples, transcript, cancel=run.cancel)
+        if given is not None:
+            found = given
+        else:
+            run.step("reading phones" + (" (aligning the transcript)" if transcript else ""))
+            found = phone_track(samples, transcript, cancel=run.cancel)
         return found.classes(audio_io.num_frames(samples.shape[0])), found.source, found.warnings
 
     def _check_preset(self, emotion: EmotionControl) -> None:

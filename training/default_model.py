@@ -11,14 +11,20 @@ Stages (each resumes: a finished stage is skipped, an interrupted training run c
    test);
 3. one manifest of both (`training.data merge`; only the real training split joins, and two
    game characters' lines join the validation split that chooses the checkpoint);
-4. training with `training/configs/compact.toml` (fixed seed);
-5. evaluation: the synthetic validation split against the teacher (LVE/EVE in mm on the demo
+4. training with `training/configs/compact.toml` (fixed seed), exported in float16 as the first
+   stage (`WORK/base_model`);
+5. the phonetic stage: the phone loop decoded over every clip (cached beside the merged
+   manifest), then `training/configs/compact_phonetic.toml` continues the first stage's weights
+   with the phone-track input and the lip-contact output;
+6. evaluation: the synthetic validation split against the teacher (LVE/EVE in mm on the demo
    head), the held-out real recordings (lip-closure AUC beside the audio-energy baseline on the
-   same frames), how far each emotion preset moves the upper face, and the real-time factor;
-6. export: the best weights in float16 (half the file; the network still runs in float32) with
+   same frames; closure and open rates as `emotalk predict` animates, with and without the
+   clips' transcripts, beside the phone loop and the teacher), how far each emotion preset
+   moves the upper face, and the real-time factor of the whole pipeline;
+7. export: the best weights in float16 (half the file; the network still runs in float32) with
    the emotion presets, and `metrics.json` beside them, which the model card quotes.
 
-On the 2-core development machine the whole recipe takes about 50 minutes.
+On the 2-core development machine the whole recipe takes about 90 minutes.
 """
 
 from __future__ import annotations
@@ -43,14 +49,15 @@ from emotalk_core.inference import Controls, EmotionControl, Predictor
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
 
 from . import evaluate as E
+from . import lipsync, real_speech
 from . import metrics as M
-from . import real_speech
 from . import train as T
 from .config import load_config
 from .data import merge_manifests
 from .synth import corpus
 
 CONFIG = Path(__file__).parent / "configs" / "compact.toml"
+PHONETIC_CONFIG = Path(__file__).parent / "configs" / "compact_phonetic.toml"
 SYNTH_MINUTES = 130.0
 SEED = 0
 # Game characters whose lines validate (choose the checkpoint) instead of training: a female and
@@ -93,14 +100,14 @@ def is_selection_clip(entry: ManifestEntry) -> bool:
                                           for name in SELECTION_CHARACTERS)
 
 
-def train_model(data: Path, run: Path, overrides: list[str]) -> Path:
-    cfg = load_config(CONFIG, overrides)
+def train_model(data: Path, run: Path, overrides: list[str], config: Path = CONFIG) -> Path:
+    cfg = load_config(config, overrides)
     finished = run / "model" / "config.json"
     if finished.is_file() and json.loads(finished.read_text())["metadata"].get("complete"):
         log(f"training already finished: {run / 'model'}")
         return run / "model"
     resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
-    log(("resuming" if resume else "training") + f" {CONFIG.name} -> {run}")
+    log(("resuming" if resume else "training") + f" {config.name} -> {run}")
     started = time.monotonic()
     result = T.run(cfg, data, run, resume=resume, device="cpu")
     if result.stopped != "steps":
@@ -118,6 +125,19 @@ def _mark_complete(model: Path, header: dict[str, Any], seconds: float, steps: i
     metadata = {**header["metadata"], "complete": True, "steps": steps,
                 "train_wall_s_last_session": round(seconds, 1)}
     save_model(model, loaded.model, loaded.presets, metadata)
+
+
+def first_stage(data: Path, work: Path, overrides: list[str]) -> Path:
+    """The compact network without the phonetic stream, stored in float16 as the default model
+    is: the second stage starts from exactly these weights."""
+    base = work / "base_model"
+    if (base / "config.json").is_file():
+        log(f"first stage already exported: {base}")
+        return base
+    model = train_model(data, work / "run", overrides)
+    loaded = load_model(model)
+    save_model(base, loaded.model, loaded.presets, loaded.metadata, storage_dtype=torch.float16)
+    return base
 
 
 def measure(model: Path, work: Path) -> dict[str, Any]:
@@ -140,6 +160,10 @@ def measure(model: Path, work: Path) -> dict[str, Any]:
         report[name] = {k: result[k] for k in ("clips", "frames", "lve_coeff", "eve_coeff",
                                                "lve_mm", "eve_mm", "emotion_accuracy",
                                                "lip_closure")}
+    log("lip sync on the held-out recordings, with and without transcripts")
+    report["lip_sync"] = {name: lipsync.evaluate(model, data, split)["scorers"]
+                          for name, data, split in (("real_val", work / "real_speech", "val"),
+                                                    ("held_out_characters", selection, "val"))}
     predictor = Predictor(model, device="cpu")
     report["preset_upper_face_mm"] = preset_effects(predictor, head_path)
     report["real_time_factor"] = real_time_factor(predictor, work / "real_speech")
@@ -181,7 +205,8 @@ def export(model: Path, out: Path, report: dict[str, Any]) -> None:
     metadata = {**loaded.metadata, "recipe": "python -m training.default_model",
                 "storage": "float16"}
     metadata.pop("data", None)  # a local path of the machine that trained it
-    metadata["config"] = "training/configs/compact.toml"
+    metadata["config"] = ("training/configs/compact.toml, then "
+                          "training/configs/compact_phonetic.toml")
     save_model(out, loaded.model, loaded.presets, metadata, storage_dtype=torch.float16)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
@@ -197,12 +222,15 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"where the model goes (default {DEFAULT_MODEL_DIR})")
     p.add_argument("--jobs", type=int, default=2, help="processes for the data stages")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a value of the training config (changes the recipe)")
+                   help="override a value of the first stage's training config "
+                   "(changes the recipe)")
     args = p.parse_args(argv)
     torch.manual_seed(SEED)
     try:
         data = build_data(args.work, args.jobs)
-        model = train_model(data, args.work / "run", args.set)
+        base = first_stage(data, args.work, args.set)
+        model = train_model(data, args.work / "run_phonetic", [f'model.init_from="{base}"'],
+                            PHONETIC_CONFIG)
         report = measure(model, args.work)
         export(model, args.out, report)
     except EmoTalkError as exc:
@@ -210,10 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         if exc.detail != exc.message:
             print(f"  {exc.detail}", file=sys.stderr)
         return 2
-    lip = report["real_val"]["lip_closure"]
-    log(f"held-out real speech: lip-closure AUC {lip['auc_model']:.3f} "
-        f"(audio-energy baseline {lip['auc_energy_baseline']:.3f}, "
-        f"{lip['bilabial_frames']} bilabial frames); RTF {report['real_time_factor']['rtf']}")
+    lip = report["lip_sync"]["real_val"]
+    for name in ("model", "model_transcript"):
+        log(f"held-out real speech, {name}: lip-closure AUC {lip[name]['auc']:.3f}, closure "
+            f"rate {lip[name]['closure_rate']:.2f}, open rate {lip[name]['open_rate']:.2f}")
+    log(f"audio-energy baseline AUC {lip['energy']['auc']:.3f}; "
+        f"RTF {report['real_time_factor']['rtf']}")
     return 0
 
 

@@ -26,7 +26,7 @@ from scipy.stats import rankdata
 from emotalk_core.arkit import CHANNELS, INDEX, NUM_CHANNELS
 from emotalk_core.config import FPS, SAMPLE_RATE
 from emotalk_core.errors import EmoTalkError
-from emotalk_core.phonetics.track import base_phone
+from emotalk_core.phonetics.track import base_phone, frame_phones
 
 LIP_CHANNELS: tuple[int, ...] = tuple(
     i for i, n in enumerate(CHANNELS) if n.startswith(("mouth", "jaw"))
@@ -229,3 +229,67 @@ class ClosureScores:
         if name not in self.vowel:
             return float("nan")
         return auc(np.concatenate(self.vowel[name]), np.concatenate(self.bilabial[name]))
+
+
+# -- committed articulation -------------------------------------------------------------------
+# A bilabial phone is closed when the aperture's smallest value over its frames is below this;
+# an open vowel is open when its largest value reaches OPEN_APERTURE (DESIGN.md section 8).
+CLOSED_APERTURE = 0.05
+OPEN_APERTURE = 0.15
+
+
+def phone_extremes(phones: Sequence[tuple[str, float, float]], opening: np.ndarray,
+                   fps: float = FPS) -> tuple[np.ndarray, np.ndarray]:
+    """(smallest aperture over each bilabial phone's frames, largest over each open vowel's):
+    a phone owns the frames whose centres it covers; phones owning no frame are left out."""
+    closes, opens = [], []
+    for phone, start, end in phones:
+        cls = phone_class(phone)
+        if cls is None:
+            continue
+        first = max(0, math.ceil(start * fps - 0.5))
+        last = min(opening.shape[0], math.ceil(end * fps - 0.5))
+        if last <= first:
+            continue
+        span = opening[first:last]
+        (closes if cls == "bilabial" else opens).append(
+            float(span.min() if cls == "bilabial" else span.max()))
+    return np.array(closes), np.array(opens)
+
+
+@dataclass
+class LipSyncScores:
+    """Closure AUC (frames) with closure and open rates (phones), pooled over clips, for
+    each scorer."""
+
+    frames: ClosureScores
+    closes: dict[str, list[np.ndarray]]
+    opens: dict[str, list[np.ndarray]]
+
+    @classmethod
+    def empty(cls) -> LipSyncScores:
+        return cls(ClosureScores.empty(), {}, {})
+
+    def add(self, phones: Sequence[tuple[str, float, float]], scores: dict[str, np.ndarray],
+            rates: Sequence[str] | None = None) -> None:
+        """`scores`: per scorer a (T,) opening; `rates`: the scorers whose values are
+        apertures (closure and open rates make sense only for those; default all)."""
+        first = next(iter(scores.values()))
+        self.frames.add(frame_phones(phones, first.shape[0]), scores)
+        for name in (scores if rates is None else rates):
+            closes, opens = phone_extremes(phones, scores[name])
+            self.closes.setdefault(name, []).append(closes)
+            self.opens.setdefault(name, []).append(opens)
+
+    def report(self, name: str) -> dict[str, float | int | None]:
+        vowels, bilabials = self.frames.counts()
+        out: dict[str, float | int | None] = {"auc": self.frames.auc(name),
+                                              "bilabial_frames": bilabials,
+                                              "open_vowel_frames": vowels}
+        if name in self.closes:
+            closes, opens = np.concatenate(self.closes[name]), np.concatenate(self.opens[name])
+            out.update({
+                "closure_rate": float((closes < CLOSED_APERTURE).mean()) if closes.size else None,
+                "open_rate": float((opens >= OPEN_APERTURE).mean()) if opens.size else None,
+                "bilabial_phones": int(closes.size), "open_vowel_phones": int(opens.size)})
+        return out

@@ -1,0 +1,89 @@
+"""Speed of the whole default pipeline on the CPU, phone decoding included, beside the network
+alone, in one run.
+
+    .venv/bin/python benchmarks/bench_pipeline.py              # 10 minutes of speech
+    .venv/bin/python benchmarks/bench_pipeline.py --seconds 60 --model DIR
+
+The audio is real speech: the bundled demo clip (CMU ARCTIC arctic_a0007) repeated to the
+length asked for. Rows (each after a warm-up call, the fastest of `--repeats` runs):
+- pipeline: `Predictor.predict(audio)` with default controls, as `emotalk predict` runs it
+  (phone-loop decoding over the cores, network, post-processing with articulation);
+- phone loop: `emotalk_core.phonetics.phone_track(audio)` alone;
+- network: `Predictor.predict(audio, phones=<decoded before>, controls=raw)`: the network in
+  its windows, nothing else.
+RTF = seconds of audio per second of wall clock. Targets: pipeline >= 30, network >= 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIP = ROOT / "emotalk_core" / "data" / "demo" / "arctic_a0007.wav"
+TARGET_PIPELINE_RTF = 30.0
+TARGET_NETWORK_RTF = 200.0
+
+
+def fastest(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    from emotalk_core.audio import load_audio
+    from emotalk_core.inference import Controls, Predictor
+    from emotalk_core.phonetics import phone_track
+
+    clip = load_audio(CLIP)
+    audio = np.tile(clip, int(np.ceil(args.seconds * 16000 / clip.size)))
+    audio = audio[: int(args.seconds * 16000)]
+    predictor = Predictor(args.model, device="cpu")
+    phonetic = predictor.model.config.phone_input
+    predictor.predict(audio[: 16000 * 70], sample_rate=16000)  # warm-up (and the worker pool)
+    rows = {"pipeline": fastest(lambda: predictor.predict(audio, sample_rate=16000),
+                                args.repeats)}
+    track = phone_track(audio) if phonetic else None
+    if phonetic:
+        rows["phone loop"] = fastest(lambda: phone_track(audio), args.repeats)
+    rows["network"] = fastest(lambda: predictor.predict(
+        audio, sample_rate=16000, phones=track, controls=Controls(postprocess=None)),
+        args.repeats)
+    report = {"model": args.model, "audio_s": args.seconds, "cores": os.cpu_count(),
+              "torch_threads": torch.get_num_threads(),
+              "seconds": {k: round(v, 3) for k, v in rows.items()},
+              "rtf": {k: round(args.seconds / v, 1) for k, v in rows.items()}}
+    print(f"{args.seconds:g} s of speech, model {args.model}, {os.cpu_count()} cores")
+    for name, seconds in rows.items():
+        print(f"  {name:<11} {seconds:8.2f} s   RTF {args.seconds / seconds:7.1f}")
+    checks = [("pipeline", TARGET_PIPELINE_RTF), ("network", TARGET_NETWORK_RTF)]
+    for name, target in checks:
+        rtf = args.seconds / rows[name]
+        print(f"{'PASS' if rtf >= target else 'FAIL'}  {name} at least {target:g}x real time: "
+              f"{rtf:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
