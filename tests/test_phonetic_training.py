@@ -15,7 +15,7 @@ from emotalk_core.checkpoint import load_model, save_model
 from emotalk_core.inference import Predictor
 from emotalk_core.manifest import read_manifest, write_manifest
 from emotalk_core.model import EmoTalk
-from emotalk_core.phonetics.track import NO_PHONE
+from emotalk_core.phonetics.track import ALIGNED_OFFSET, NO_PHONE
 from training import data as D
 from training import phone_tracks
 from training.config import ConfigError, DataSection, build_model_config, load_config
@@ -65,7 +65,7 @@ def test_samples_carry_the_loop_track_or_the_aligned_one(corpus):
     folder = phone_tracks.cache_dir(manifest)
     aligned_only = DataSection(aligned_track_probability=1.0, track_dropout=0.0, cross_pairs=False)
     loop_only = DataSection(aligned_track_probability=0.0, track_dropout=0.0, cross_pairs=False)
-    m_index = 22  # "M" in PHONE_LABELS
+    m_index = 22 + ALIGNED_OFFSET  # an aligned "M" (22 in PHONE_LABELS)
     sample = D.PairDataset(train, aligned_only, ("neutral", "happy", "sad"), 0,
                            track_dir=folder)[(0, 0, 0)]
     assert sample.track_a is not None and sample.track_a.shape[0] == sample.target_self.shape[0]
@@ -127,7 +127,7 @@ def test_init_from_copies_every_tensor_and_starts_the_track_at_zero(tmp_path):
     audio = torch.randn(1, 16000)
     lengths = torch.tensor([16000])
     frames = torch.tensor([30])
-    track = torch.randint(0, 40, (1, 30))
+    track = torch.randint(0, 80, (1, 30))
     with torch.no_grad():
         plain.eval(), net.eval()
         expected = plain.encode_content(audio, lengths, frames)

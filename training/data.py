@@ -45,7 +45,7 @@ from emotalk_core.audio import load_audio, num_frames
 from emotalk_core.config import FPS, PRESET_NAMES, SAMPLE_RATE
 from emotalk_core.errors import EmoTalkError
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
-from emotalk_core.phonetics.track import NO_PHONE, track_classes
+from emotalk_core.phonetics.track import NO_PHONE, source_classes, track_classes
 
 from . import phone_tracks
 from .augment import augment, change_speed, stretch_curves, stretch_labels
@@ -577,7 +577,7 @@ class PairDataset(torch.utils.data.Dataset):
             phones = read_phone_file(path)
         except ValueError as exc:
             raise ClipError(f"phone track of {clip.clip_id}: {exc}") from exc
-        return track_classes(phones, frames)
+        return source_classes(track_classes(phones, frames), "alignment" if aligned else "loop")
 
     def load_phones(self, clip: ClipInfo, frames: int) -> np.ndarray | None:
         """(frames,) phone classes of the clip (IGNORE_LABEL throughout when the manifest names

@@ -223,8 +223,9 @@ class CompactBackbone(nn.Module):
 
 class CompactContentEncoder(CompactBackbone):
     """With `phone_classes`, also reads a per-frame phone track: class indices at 30 fps (-1:
-    no phone), embedded (one-hot through a zero-initialised linear map, so a model extended
-    with it starts from what it computed without) and added to the projected features."""
+    no phone; emotalk_core.phonetics.track says what the classes are), embedded (one-hot
+    through a zero-initialised linear map, so a model extended with it starts from what it
+    computed without) and added to the projected features."""
 
     def __init__(self, cfg: CompactEncoderConfig, phone_classes: int = 0):
         super().__init__(cfg)

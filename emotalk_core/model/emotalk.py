@@ -15,14 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import (
-    FPS,
-    PHONE_LABELS,
-    SAMPLE_RATE,
-    CompactEncoderConfig,
-    EncoderConfig,
-    ModelConfig,
-)
+from ..config import FPS, SAMPLE_RATE, CompactEncoderConfig, EncoderConfig, ModelConfig
+from ..phonetics.track import TRACK_CLASSES
 from .common import normalize_audio
 from .compact import CompactContentEncoder, CompactEmotionEncoder
 from .decoder import EmotionGuidedDecoder
@@ -39,7 +33,7 @@ def frame_counts(sample_lengths: torch.Tensor) -> torch.Tensor:
 
 def _content_encoder(cfg: EncoderConfig, phone_input: bool) -> nn.Module:
     if isinstance(cfg, CompactEncoderConfig):
-        return CompactContentEncoder(cfg, len(PHONE_LABELS) if phone_input else 0)
+        return CompactContentEncoder(cfg, TRACK_CLASSES if phone_input else 0)
     return Wav2Vec2ContentEncoder(cfg)
 
 

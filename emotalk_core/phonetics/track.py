@@ -3,7 +3,9 @@
 A phone owns the 30 fps frames whose centres it covers (DESIGN.md section 8, the same rule as
 the lip-closure metric). The track is a (T,) array of class indices into
 `emotalk_core.config.PHONE_LABELS`, NO_PHONE where no phone owns a frame; the network embeds
-it (one-hot) beside its log-mel features.
+it (one-hot) beside its log-mel features. Phones from a forced alignment are shifted by
+ALIGNED_OFFSET: an aligned "M" is near certain, a phone loop's "M" often wrong, and the network
+must know which of the two it reads to trust it accordingly.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from ..config import FPS, PHONE_LABELS
 from ..errors import EmoTalkError
 
 NO_PHONE = -1
+ALIGNED_OFFSET = len(PHONE_LABELS)
+TRACK_CLASSES = 2 * len(PHONE_LABELS)  # loop phones, then aligned phones
 _INDEX = {label: i for i, label in enumerate(PHONE_LABELS)}
 
 Phones = list[tuple[str, float, float]]
@@ -61,7 +65,19 @@ class PhoneTrack:
     warnings: list[str] = field(default_factory=list)
 
     def classes(self, num_frames: int) -> np.ndarray:
-        return track_classes(self.phones, num_frames)
+        """(num_frames,) the network's track classes (aligned phones shifted by
+        ALIGNED_OFFSET)."""
+        return source_classes(track_classes(self.phones, num_frames), self.source)
+
+
+def source_classes(classes: np.ndarray, source: str) -> np.ndarray:
+    """PHONE_LABELS classes -> the network's track classes for phones from `source`
+    ("alignment" or "loop")."""
+    if source not in ("alignment", "loop"):
+        raise ValueError(f"unknown phone source {source!r}")
+    if source == "loop":
+        return classes
+    return np.where(classes >= 0, classes + ALIGNED_OFFSET, classes)
 
 
 def phone_track(samples: np.ndarray, transcript: str | None = None, *,
