@@ -9,7 +9,8 @@ The protocol in brief (DESIGN.md section 5 is normative; docs/protocol.md has fu
   UTF-8 JSON object per line, client to server on stdin, server to client on stdout. stdout
   carries nothing but protocol messages; logs go to stderr. End of stdin means exit (status 0).
 - Requests: ``initialize`` (loads the model; must come first), ``animate`` (audio window +
-  controls -> N x 52 curves, "base64-f32le" encoded), ``shutdown`` (returns null).
+  controls + optional transcript -> N x 52 curves, "base64-f32le" encoded, with the phone
+  source and warnings for the user), ``shutdown`` (returns null).
 - Notifications: ``$/progress`` (server -> client, ``{"id", "done", "total", "message"}``, at
   least once a second while a request runs), ``$/cancelRequest`` (client -> server, ``{"id"}``;
   the request then fails with -32800), ``exit`` (client -> server; the process exits 0).
@@ -162,11 +163,16 @@ def initialize_params(model: str | os.PathLike[str] = "default", device: str = "
 
 
 def animate_params(path: str | os.PathLike[str], start: float = 0.0, end: float | None = None,
-                   fps: float = 30.0, controls: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`animate` params; `controls` is the JSON form of the controls (docs/protocol.md)."""
-    return {"audio": {"path": os.fspath(path), "start": float(start),
-                      "end": None if end is None else float(end)},
-            "fps": float(fps), "controls": controls or {}}
+                   fps: float = 30.0, controls: dict[str, Any] | None = None,
+                   transcript: str | None = None) -> dict[str, Any]:
+    """`animate` params; `controls` is the JSON form of the controls (docs/protocol.md);
+    `transcript` is the text spoken in the window, if known (sent only when given)."""
+    params: dict[str, Any] = {"audio": {"path": os.fspath(path), "start": float(start),
+                                        "end": None if end is None else float(end)},
+                              "fps": float(fps), "controls": controls or {}}
+    if transcript is not None:
+        params["transcript"] = transcript
+    return params
 
 
 # -- framing --------------------------------------------------------------------------------------

@@ -367,9 +367,12 @@ class Server:
         end = _optional(audio, "end", float, None)
         fps = _optional(params, "fps", float, 30.0)
         controls = Controls.from_dict(_optional(params, "controls", dict, {}))
+        transcript = _optional(params, "transcript", str, None)
         out = self.predictor.predict(path, start=start, end=end, fps=fps, controls=controls,
-                                     progress=self.progress.update,
+                                     transcript=transcript, progress=self.progress.update,
                                      cancel=job.cancelled.is_set)
+        for warning in out.warnings:
+            log.info("request %r: %s", job.id, warning)
         return {
             "frames": out.frames,
             "fps": out.fps,
@@ -378,6 +381,8 @@ class Server:
             "encoding": p.ENCODING_F32LE,
             "values": p.encode_values(out.values.astype("<f4", copy=False).tobytes()),
             "emotion": {"probabilities": out.emotion_probabilities},
+            "phoneSource": out.phone_source,
+            "warnings": [str(w) for w in out.warnings],
         }
 
     def shutdown(self, params: dict[str, Any], job: _Job) -> None:

@@ -242,6 +242,66 @@ def test_bad_animate_params(client, speech_wav, params, code):
     assert info.value.code == code and info.value.detail
 
 
+def test_transcript_reaches_the_model_and_its_warning_comes_back(client, speech_wav):
+    """The tiny model has no phonetic input: a transcript must reach `Predictor.predict` to be
+    reported as ignored; without one, the result says so with empty warnings."""
+    plain = client.call("animate", p.animate_params(speech_wav), timeout=TIMEOUT)
+    assert plain["warnings"] == [] and plain["phoneSource"] is None
+    got = client.call("animate", p.animate_params(speech_wav, transcript="Author of the danger "
+                                                  "trail."), timeout=TIMEOUT)
+    assert got["phoneSource"] is None and got["frames"] == plain["frames"]
+    assert len(got["warnings"]) == 1 and "transcript was ignored" in got["warnings"][0]
+    assert got["values"] == plain["values"]  # ignored: the same curves
+    null = client.call("animate", {**p.animate_params(speech_wav), "transcript": None},
+                       timeout=TIMEOUT)
+    assert null["warnings"] == []
+
+
+@pytest.mark.parametrize("transcript", [5, ["words"], {"text": "words"}, True])
+def test_a_transcript_that_is_not_text_is_invalid_params(client, speech_wav, transcript):
+    params = {**p.animate_params(speech_wav), "transcript": transcript}
+    with pytest.raises(p.BackendError) as info:
+        client.call("animate", params, timeout=TIMEOUT)
+    assert info.value.code == p.INVALID_PARAMS
+    assert "transcript must be a string" in info.value.message and info.value.detail
+
+
+class FakePredictor:
+    """Records what `animate` passes on and answers like a model with a phonetic input."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def predict(self, audio, **kwargs):
+        from emotalk_core.inference import Prediction
+
+        self.calls.append({"audio": audio, **kwargs})
+        return Prediction(values=np.zeros((3, 52), np.float32), fps=kwargs["fps"], start=0.0,
+                          channels=CHANNELS, emotion_probabilities={"neutral": 1.0},
+                          phone_source="alignment", warnings=["one note", "another note"])
+
+
+def test_animate_passes_the_transcript_and_returns_source_and_warnings():
+    """In process, with a fake model: the exact text arrives, the result carries both fields."""
+    import io
+
+    from emotalk_core.server import Server
+
+    text = "Ça va? \"Quoted\"\nsecond line"
+    lines = [p.request(1, "animate", p.animate_params("a.wav", fps=24, transcript=text)),
+             p.request(2, "animate", p.animate_params("b.wav"))]
+    out = io.BytesIO()
+    server = Server(io.BytesIO(b"".join(map(p.encode_message, lines))), out)
+    server.predictor = fake = FakePredictor()
+    assert server.run() == 0
+    replies = [json.loads(line) for line in out.getvalue().splitlines()]
+    results = {r["id"]: r["result"] for r in replies if "id" in r and "result" in r}
+    assert [c["transcript"] for c in fake.calls] == [text, None]
+    assert results[1]["phoneSource"] == "alignment"
+    assert results[1]["warnings"] == ["one note", "another note"]
+    assert results[1]["fps"] == 24
+
+
 def test_protocol_version_mismatch(client):
     with pytest.raises(p.BackendError) as info:
         client.call("initialize", {"protocolVersion": 2, "model": "default"}, timeout=TIMEOUT)
