@@ -1,7 +1,7 @@
 """EmoTalk for Blender: speech -> 52 ARKit blendshape curves -> shape-key keyframes.
 
 Registration only. The bpy modules are imported inside `register` so that the bpy-free modules
-(`mapping`, `timing`, `backend`) import and test without Blender.
+(`mapping`, `timing`, `backend`, `transcripts`) import and test without Blender.
 """
 
 from __future__ import annotations

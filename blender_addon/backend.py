@@ -255,7 +255,8 @@ SESSION = Session()
 # -- a bake job -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AnimateRequest:
-    """One strip's window: seconds of `path`, and the scene frames its keys fill."""
+    """One strip's window: seconds of `path`, the scene frames its keys fill, and the words
+    spoken in it when known."""
 
     label: str
     path: str
@@ -263,15 +264,19 @@ class AnimateRequest:
     end: float | None
     frame_count: int
     scene_fps: float
+    transcript: str | None = None
 
 
 @dataclass
 class Curves:
-    """One strip's result: (frame_count, 52) values at the scene's rate, in arkit.CHANNELS order."""
+    """One strip's result: (frame_count, 52) values at the scene's rate, in arkit.CHANNELS order,
+    with the backend's notes for the animator."""
 
     request: AnimateRequest
     values: np.ndarray
     emotion: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    phone_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -384,7 +389,7 @@ class BakeJob:
         req = self._current
         self._message = f"{req.label}: starting"
         params = protocol.animate_params(req.path, req.start, req.end, self.backend.model_fps,
-                                         self.controls)
+                                         self.controls, req.transcript)
         self._call = client.start_call(protocol.METHOD_ANIMATE, params)
 
     def _decode(self, req: AnimateRequest, result: Any) -> Curves:
@@ -397,7 +402,20 @@ class BakeJob:
             raise BakeError(f"{req.label}: the backend returned no frames for this strip")
         curves = resample(values, rate, req.scene_fps, req.frame_count)
         probabilities = ((result.get("emotion") or {}).get("probabilities")) or {}
-        return Curves(req, curves, {str(k): float(v) for k, v in probabilities.items()})
+        source = result.get("phoneSource")
+        return Curves(req, curves, {str(k): float(v) for k, v in probabilities.items()},
+                      result_warnings(result), source if isinstance(source, str) else None)
+
+
+def result_warnings(result: dict[str, Any]) -> list[str]:
+    """An animate result's `warnings`; [] from a backend that predates them."""
+    found = result.get("warnings")
+    return [str(w) for w in found] if isinstance(found, list) else []
+
+
+def bake_warnings(results: Sequence[Curves]) -> list[str]:
+    """Every strip's warnings, each naming its strip."""
+    return [f"{c.request.label}: {w}" for c in results for w in c.warnings]
 
 
 def decode_result(result: dict[str, Any]) -> np.ndarray:

@@ -71,6 +71,7 @@ class Plan:
     windows: list[AudioWindow]
     controls: dict
     temp_dir: str
+    warnings: list[str]  # found while planning (a transcript file that cannot be read)
 
 
 def make_plan(context: bpy.types.Context) -> Plan:
@@ -85,16 +86,17 @@ def make_plan(context: bpy.types.Context) -> Plan:
         if not ref or not os.path.isfile(ref):
             raise BakeError(f"reference clip not found: {ref or '(none chosen)'}")
     temp_dir = strips.make_temp_dir()
+    warnings: list[str] = []
     try:
-        requests, windows = _strip_requests(scene, rate, temp_dir)
+        requests, windows = _strip_requests(scene, rate, temp_dir, warnings)
     except BaseException:
         strips.remove_temp_dir(temp_dir)
         raise
     return Plan(obj, obj.data.shape_keys, object_mapping(obj), requests, windows,
-                properties.controls_from(settings), temp_dir)
+                properties.controls_from(settings), temp_dir, warnings)
 
 
-def _strip_requests(scene, rate: float, temp_dir: str):
+def _strip_requests(scene, rate: float, temp_dir: str, warnings: list[str]):
     requests, windows, names = [], [], []
     for strip in strips.selected_sound_strips(scene):
         names.append(strip.name)
@@ -105,8 +107,11 @@ def _strip_requests(scene, rate: float, temp_dir: str):
         except TimingError as exc:
             raise BakeError(str(exc)) from exc
         windows.append(window)
-        requests.append(AnimateRequest(f"strip '{strip.name}'", path, window.start, window.end,
-                                       window.frame_count, rate))
+        label = f"strip '{strip.name}'"
+        transcript = strips.strip_transcript(strip)
+        warnings += [f"{label}: {w}" for w in transcript.warnings]
+        requests.append(AnimateRequest(label, path, window.start, window.end,
+                                       window.frame_count, rate, transcript.text))
     try:
         check_overlaps(list(zip(names, windows, strict=True)))
     except TimingError as exc:
@@ -133,6 +138,14 @@ def write_results(plan: Plan, results: list[Curves]) -> str:
     spans = ", ".join(f"{w.first_frame}-{w.last_frame}" for w in plan.windows)
     return (f"EmoTalk: animated {len(plan.mapping.by_key)} shape keys of '{plan.obj.name}' "
             f"({plan.mapping.matched_count}/52 channels) on frames {spans}{_emotion(results)}")
+
+
+def report_success(op: bpy.types.Operator, plan: Plan, results: list[Curves]) -> None:
+    """The summary, then each warning: the last report is the one the status bar shows, and a
+    warning is what the animator must not miss."""
+    op.report({"INFO"}, write_results(plan, results))
+    for warning in plan.warnings + backend.bake_warnings(results):
+        op.report({"WARNING"}, f"EmoTalk: {warning}")
 
 
 def _emotion(results: list[Curves]) -> str:
@@ -164,7 +177,7 @@ class EMOTALK_OT_animate_from_audio(bpy.types.Operator):
         try:
             plan = make_plan(context)
             results = start_job(plan).run()
-            self.report({"INFO"}, write_results(plan, results))
+            report_success(self, plan, results)
             return {"FINISHED"}
         except BakeError as exc:
             self.report({"ERROR"}, str(exc))
@@ -212,7 +225,7 @@ class EMOTALK_OT_animate_from_audio(bpy.types.Operator):
         try:
             if job.error is not None:
                 raise job.error
-            self.report({"INFO"}, write_results(self._plan, job.results))
+            report_success(self, self._plan, job.results)
             return {"FINISHED"}
         except BakeCancelled as exc:
             self.report({"WARNING"}, str(exc))

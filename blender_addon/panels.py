@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, strips
+from . import operators, strips, transcripts
 
 UNMATCHED_SHOWN = 60  # all 52 fit; the bound only keeps the layout finite
 
@@ -97,7 +97,20 @@ class EMOTALK_PT_audio(_Base, bpy.types.Panel):
         for strip in selected:
             col.label(text=f"{strip.name}: frames {strips.left_handle(strip)}-"
                            f"{strips.right_handle(strip) - 1}", icon="SOUND")
+        _transcript(layout, strips.active_sound_strip(context.scene))
         layout.operator("emotalk.add_audio", icon="FILE_SOUND")
+
+
+def _transcript(layout: bpy.types.UILayout, strip) -> None:
+    """The active sound strip's Transcript field, and what an empty one means."""
+    if strip is None:
+        return
+    box = layout.box()
+    box.label(text=f"Transcript of '{strip.name}'", icon="TEXT")
+    box.prop(strip, transcripts.PROPERTY, text="")
+    hint = transcripts.panel_hint(strips.transcript_text(strip), strips.sound_path(strip))
+    if hint:
+        box.label(text=hint)
 
 
 class EMOTALK_PT_emotion(_Base, bpy.types.Panel):

@@ -1,4 +1,5 @@
-"""Panel settings (per scene), channel overrides (per object) and bake progress (per session).
+"""Panel settings (per scene), channel overrides (per object), the transcript (per sound strip)
+and bake progress (per session).
 
 Defaults equal `emotalk predict`'s (emotion from the audio, strength 1, level 1, person 0,
 smoothing and blinks on, seed 0, clamp on, mouth amplitude 1), so an untouched panel bakes what
@@ -18,6 +19,7 @@ from bpy.props import (
     StringProperty,
 )
 
+from . import transcripts
 from .mapping import CHANNELS
 
 NUM_PERSONS = 24
@@ -83,6 +85,11 @@ class EMOTALK_PG_runtime(bpy.types.PropertyGroup):
 CLASSES = (EMOTALK_PG_settings, EMOTALK_PG_override, EMOTALK_PG_runtime)
 
 
+def strip_type() -> type:
+    """The sequencer strip base class: `Strip` from 4.4, `Sequence` before."""
+    return getattr(bpy.types, "Strip", None) or bpy.types.Sequence
+
+
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
@@ -90,9 +97,16 @@ def register() -> None:
     bpy.types.Object.emotalk_overrides = CollectionProperty(type=EMOTALK_PG_override)
     bpy.types.Object.emotalk_override_index = IntProperty(default=0)
     bpy.types.WindowManager.emotalk_run = PointerProperty(type=EMOTALK_PG_runtime)
+    # On the base class so every strip type has it; the transcript is the only per-strip
+    # setting, so a plain string rather than a property group.
+    setattr(strip_type(), transcripts.PROPERTY, StringProperty(
+        name="Transcript", description="The words spoken in this strip (its visible part), "
+        "optional. Models with a phonetic input align them to the audio for the lip timing. "
+        "Empty: a .txt file named like the audio file, beside it, is used if there is one"))
 
 
 def unregister() -> None:
+    delattr(strip_type(), transcripts.PROPERTY)
     del bpy.types.WindowManager.emotalk_run
     del bpy.types.Object.emotalk_override_index
     del bpy.types.Object.emotalk_overrides

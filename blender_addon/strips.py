@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bpy
 
+from . import transcripts
 from .backend import BakeError
 from .timing import StripTiming
 
@@ -40,6 +41,13 @@ def selected_sound_strips(scene: bpy.types.Scene) -> list:
         return []
     found = [s for s in strips if s.type == "SOUND" and s.select]
     return sorted(found, key=lambda s: left_handle(s))
+
+
+def active_sound_strip(scene: bpy.types.Scene):
+    """The sequencer's active strip when it is a sound strip, else None."""
+    editor = scene.sequence_editor
+    strip = getattr(editor, "active_strip", None) if editor is not None else None
+    return strip if strip is not None and strip.type == "SOUND" else None
 
 
 def left_handle(strip) -> int:
@@ -104,6 +112,29 @@ def audio_file(strip, temp_dir: str) -> str:
     if not os.access(path, os.R_OK):
         raise BakeError(f"strip '{strip.name}': sound file is not readable: {path}")
     return os.path.normpath(path)
+
+
+def sound_path(strip) -> str | None:
+    """The absolute path Blender records for the strip's sound, whether or not the file exists
+    or the sound is packed: where its transcript's .txt file would be."""
+    sound = getattr(strip, "sound", None)
+    if sound is None or not sound.filepath:
+        return None
+    return os.path.normpath(bpy.path.abspath(sound.filepath, library=sound.library))
+
+
+def transcript_text(strip) -> str:
+    """The strip's Transcript field ("" when empty)."""
+    return str(getattr(strip, transcripts.PROPERTY, "") or "")
+
+
+def set_transcript(strip, text: str) -> None:
+    setattr(strip, transcripts.PROPERTY, text)
+
+
+def strip_transcript(strip) -> transcripts.Transcript:
+    """What the strip's animate request carries: its field, else the .txt beside its sound."""
+    return transcripts.choose(transcript_text(strip), sound_path(strip))
 
 
 def make_temp_dir() -> str:

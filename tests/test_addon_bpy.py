@@ -321,6 +321,79 @@ def test_panels_draw_every_state(bpy, scene, strips):
     assert "Select a mesh with ARKit-style shape keys (no active object)" in draw_panels(bpy)
 
 
+# -- transcripts ----------------------------------------------------------------------------------
+@pytest.fixture
+def sent(bpy, monkeypatch) -> list[dict]:
+    """The params of every animate request the add-on sends (the request still goes out)."""
+    protocol = sys.modules[f"{ADDON}.backend"].protocol
+    calls: list[dict] = []
+    real = protocol.animate_params
+
+    def spy(*args, **kwargs):
+        calls.append(real(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(protocol, "animate_params", spy)
+    return calls
+
+
+def test_each_strip_sends_its_transcript_or_its_sidecar_file(bpy, scene, strips, sent, capfd):
+    clip = Path(bpy.path.abspath(bpy.data.sounds[0].filepath))
+    clip.with_suffix(".txt").write_text("\ufeffFrom the file beside the audio.\n",
+                                        encoding="utf-8")
+    strips["A"].emotalk_transcript = "Typed on strip A."
+    capfd.readouterr()
+    assert animate(bpy) == {"FINISHED"}
+    assert [params.get("transcript") for params in sent] == [
+        "Typed on strip A.", "From the file beside the audio."]
+    # The tiny model has no phonetic input: each transcript reached it and comes back as a
+    # warning about its strip, reported after the summary.
+    out = capfd.readouterr().out
+    warnings = re.findall(r"^Warning: EmoTalk: (.*)$", out, re.MULTILINE)
+    assert [w.split(":")[0] for w in warnings] == ["strip 'A'", "strip 'B'"], out
+    assert all("transcript was ignored" in w for w in warnings)
+    clip.with_suffix(".txt").unlink()
+    strips["A"].emotalk_transcript = ""
+    sent.clear()
+    assert animate(bpy) == {"FINISHED"}
+    assert [params.get("transcript") for params in sent] == [None, None]
+    assert "Warning: EmoTalk" not in capfd.readouterr().out
+
+
+def test_a_bad_sidecar_file_is_reported_and_the_bake_goes_on(bpy, scene, strips, sent, capfd):
+    clip = Path(bpy.path.abspath(bpy.data.sounds[0].filepath))
+    clip.with_suffix(".txt").write_bytes("Ça va".encode("latin-1"))
+    capfd.readouterr()
+    assert animate(bpy) == {"FINISHED"}
+    assert [params.get("transcript") for params in sent] == [None, None]
+    out = capfd.readouterr().out
+    assert re.search(r"^Warning: EmoTalk: strip 'A': transcript file .*line\.txt was not used: "
+                     r"it is not UTF-8", out, re.MULTILINE), out
+
+
+def test_transcript_is_saved_with_the_strip(bpy, scene, strips, tmp_path):
+    strips["B"].emotalk_transcript = "Saved with the file."
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "saved.blend"))
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "saved.blend"))
+    saved = strips_of(bpy.context.scene.sequence_editor)
+    assert saved["B"].emotalk_transcript == "Saved with the file."
+    assert saved["A"].emotalk_transcript == ""
+
+
+def test_panel_shows_the_active_strips_transcript(bpy, scene, strips):
+    editor = bpy.context.scene.sequence_editor
+    editor.active_strip = None
+    assert not any(line.startswith("Transcript of") for line in draw_panels(bpy))
+    editor.active_strip = strips["B"]
+    lines = draw_panels(bpy)
+    assert "Transcript of 'B'" in lines
+    assert "Empty: type it, or put line.txt beside the audio" in lines
+    strips["B"].emotalk_transcript = "Words."
+    lines = draw_panels(bpy)
+    assert "Transcript of 'B'" in lines and not any(x.startswith("Empty") for x in lines)
+
+
 def test_add_audio_file_creates_a_selected_strip(bpy, scene, strips, audio):
     bpy.context.scene.frame_current = 200
     assert bpy.ops.emotalk.add_audio(filepath=str(audio)) == {"FINISHED"}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from blender_addon import backend, mapping, timing
+from blender_addon import backend, mapping, timing, transcripts
 from emotalk_core import protocol
 from emotalk_core.arkit import CHANNELS
 from emotalk_core.inference import Controls, Predictor
@@ -244,6 +244,61 @@ def test_decode_result_reorders_by_name():
         backend.decode_result({**result, "channels": order[:-1] + ["other"]})
 
 
+# -- transcripts ----------------------------------------------------------------------------------
+def test_the_strip_text_wins_over_the_sidecar_file(tmp_path):
+    audio = tmp_path / "line04.wav"
+    (tmp_path / "line04.txt").write_text("From the file.", encoding="utf-8")
+    chosen = transcripts.choose("  Typed on the strip.\n", audio)
+    assert (chosen.text, chosen.source, chosen.warnings) == ("Typed on the strip.", "strip", ())
+    for empty in ("", "  \n", None):
+        chosen = transcripts.choose(empty, audio)
+        assert (chosen.text, chosen.source) == ("From the file.", "file")
+        assert chosen.path == tmp_path / "line04.txt"
+
+
+def test_sidecar_file_is_utf8_named_like_the_audio(tmp_path):
+    audio = tmp_path / "take.2.flac"
+    assert transcripts.sidecar_path(audio) == tmp_path / "take.2.txt"
+    assert transcripts.choose("", audio) == transcripts.Transcript()  # no file: none
+    assert transcripts.choose("", None) == transcripts.Transcript()  # no sound path: none
+    (tmp_path / "take.2.txt").write_bytes("\ufeffÇa va?\r\n".encode())
+    assert transcripts.choose("", audio).text == "Ça va?"
+    (tmp_path / "take.2.txt").write_text(" \n", encoding="utf-8")
+    assert transcripts.choose("", audio) == transcripts.Transcript()
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    ("Ça va".encode("latin-1"), "not UTF-8"),
+    (b"x" * (transcripts.MAX_SIDECAR_BYTES + 1), "more than a line's transcript"),
+    (None, "cannot be read"),
+])
+def test_a_bad_sidecar_file_is_a_warning_not_an_error(tmp_path, monkeypatch, content, why):
+    sidecar = tmp_path / "line.txt"
+    sidecar.write_bytes(content or b"words")
+    if content is None:  # unreadable (chmod does not stop root, so the read fails here)
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(Path, "read_text", denied)
+    chosen = transcripts.choose(None, tmp_path / "line.wav")
+    assert chosen.text is None and len(chosen.warnings) == 1
+    assert str(sidecar) in chosen.warnings[0] and why in chosen.warnings[0]
+
+
+def test_panel_hint_says_what_an_empty_field_means(tmp_path):
+    audio = tmp_path / "line.wav"
+    assert transcripts.panel_hint("Words.", audio) == ""
+    assert transcripts.panel_hint("", audio) == "Empty: type it, or put line.txt beside the audio"
+    (tmp_path / "line.txt").write_text("Words.", encoding="utf-8")
+    assert transcripts.panel_hint(" ", audio) == "Empty: line.txt beside the audio is used"
+    assert "audio alone" in transcripts.panel_hint("", None)
+
+
+def test_animate_params_carry_the_transcript_only_when_given():
+    assert "transcript" not in protocol.animate_params("a.wav")
+    assert protocol.animate_params("a.wav", transcript="Hi.")["transcript"] == "Hi."
+
+
 # -- backend: a real server -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
@@ -279,6 +334,24 @@ def test_job_matches_predictor(live, clip, tiny_model_dir):
         n = min(len(want), req.frame_count)
         np.testing.assert_allclose(got.values[:n], want[:n], atol=1e-5)
         assert set(got.emotion) == {"neutral", "happy", "sad"}
+
+
+def test_job_sends_each_transcript_and_keeps_the_warnings(live, clip):
+    """The tiny model has no phonetic input, so a transcript that reaches it comes back as a
+    warning about that strip; the strip without one gets none."""
+    reqs = [backend.AnimateRequest("strip 'A'", str(clip), 0.0, 1.0, 24, 24.0, "Some words."),
+            backend.AnimateRequest("strip 'B'", str(clip), 0.0, 1.0, 24, 24.0)]
+    results = backend.BakeJob(live, reqs, {}).run()
+    assert len(results[0].warnings) == 1 and "transcript was ignored" in results[0].warnings[0]
+    assert results[1].warnings == [] and results[0].phone_source is None
+    np.testing.assert_array_equal(results[0].values, results[1].values)
+    assert backend.bake_warnings(results) == [f"strip 'A': {results[0].warnings[0]}"]
+
+
+def test_results_of_an_older_backend_have_no_warnings():
+    assert backend.result_warnings({"frames": 1}) == []
+    assert backend.result_warnings({"warnings": None}) == []
+    assert backend.result_warnings({"warnings": ["a", 2]}) == ["a", "2"]
 
 
 def test_job_reports_unreadable_audio_with_the_strip(live, tmp_path, clip):
@@ -361,5 +434,6 @@ def test_build_addon_zip(tmp_path, capsys):
             assert archive.read(shared) == (root / "emotalk_core" / shared).read_bytes()
         manifest = archive.read("blender_manifest.toml").decode()
     assert re.search(rf'^version = "{re.escape(__version__)}"$', manifest, re.MULTILINE)
-    assert {"__init__.py", "mapping.py", "timing.py", "backend.py", "anim.py"} <= names
+    assert {"__init__.py", "mapping.py", "timing.py", "backend.py", "anim.py",
+            "transcripts.py"} <= names
     assert not any("__pycache__" in n for n in names)
