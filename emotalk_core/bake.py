@@ -20,9 +20,13 @@ channels); strips = the file's selected sound strips (`--strips selected`, the d
 FILE` adds a sound strip at `--frame N` (default: the scene's current frame) and bakes it;
 `--audio` given several times adds the files one after another on the timeline (each starts
 where the previous ends), so a rig plus a list of lines becomes one take. With `--audio` and no
-`--strips`, only the added strips are baked; with both, the union. The panel settings
+`--strips`, only the added strips are baked; with both, the union. `--transcript TEXT` and
+`--transcript-file FILE`, none or one per `--audio` in order, are stored on the added strips as
+the add-on's per-strip Transcript; a strip without one (added or already in the file) uses a
+UTF-8 `.txt` file named like its audio file beside it, if there is one. The panel settings
 (emotion, intensity, style, post-processing) are set from the controls, whose defaults equal
-`emotalk predict`'s, and are saved with the output.
+`emotalk predict`'s, and are saved with the output. The add-on's warnings about a bake (a
+transcript it could not use, ...) are printed as `emotalk: warning: FILE: ...`.
 
 Output: `<name>.emotalk.blend` next to each input by default (never the input itself); `-o
 OUT.blend` for one input; `--out-dir DIR` (DIR/<name>.blend); `--in-place` overwrites the input
@@ -75,6 +79,7 @@ ADDON_NAME = "emotalk"  # the extension id; enabled as "bl_ext.<repo>.emotalk"
 OPERATOR_CLASS = "EMOTALK_OT_animate_from_audio"
 STRIPS_SELECTED, STRIPS_ALL = "selected", "all"
 _REPORT_LINE = re.compile(r"^Info: EmoTalk: (.*)$", re.MULTILINE)
+_WARNING_LINE = re.compile(r"^Warning: EmoTalk: (.*)$", re.MULTILINE)
 
 
 class SceneError(EmoTalkError):
@@ -102,6 +107,7 @@ class BakeSettings:
     object_name: str | None = None
     strips: tuple[str, ...] = ()  # () = the default: selected strips, or the added ones
     audio: tuple[Path, ...] = ()
+    transcripts: tuple[str, ...] = ()  # none, or one per `audio` ("" = none for that file)
     frame: int | None = None
     model: str = "default"
     device: str = "auto"
@@ -115,6 +121,7 @@ class FileResult:
     job: FileJob
     summary: str = ""
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # the add-on's, about a good bake
 
 
 @dataclass
@@ -348,23 +355,27 @@ def operator_message(exc: RuntimeError) -> str:
 
 @contextlib.contextmanager
 def blender_output(sink: list[str]) -> Iterator[None]:
-    """Keep what Blender prints on file descriptor 1 (C stdio: reports, "Read blend" log lines)
-    off the terminal while it works, so the one progress bar stays readable; the text is
-    appended to `sink` (the bake's summary is read from it)."""
+    """Keep what Blender prints off the terminal while it works, so the one progress bar stays
+    readable; the text is appended to `sink` (the bake's summary and warnings are read from
+    it). Blender writes its log on file descriptor 1 (C stdio: "Read blend" lines) and the
+    operators' reports through Python's sys.stdout, which is not fd 1 when the caller has
+    replaced it (pytest's capture, an embedding program), so both are captured."""
     with contextlib.suppress(ValueError, OSError):
         sys.stdout.flush()
     _flush_c_stdio()
     saved = os.dup(1)
+    reports = io.StringIO()
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 1)
         try:
-            yield
+            with contextlib.redirect_stdout(reports):
+                yield
         finally:
             _flush_c_stdio()
             os.dup2(saved, 1)
             os.close(saved)
             capture.seek(0)
-            sink.append(capture.read().decode("utf-8", errors="replace"))
+            sink.append(capture.read().decode("utf-8", errors="replace") + reports.getvalue())
 
 
 def _flush_c_stdio() -> None:
@@ -423,18 +434,21 @@ def _auto_target(layer, addon: str):
 
 
 def add_audio(bpy, scene, addon: str, files: Sequence[Path], frame: int | None,
-              log: list[str]) -> list[str]:
+              log: list[str], transcripts: Sequence[str] = ()) -> list[str]:
     """One sound strip per file with the add-on's Add Audio operator, one after another from
-    `frame` (default: the current frame). Returns the new strips' names."""
+    `frame` (default: the current frame), each with its transcript if given. Returns the new
+    strips' names."""
     strips = addon_module(addon, "strips")
     saved_frame = scene.frame_current
     scene.frame_current = saved_frame if frame is None else frame
     added = []
     try:
-        for path in files:
+        for index, path in enumerate(files):
             run_operator(bpy.ops.emotalk.add_audio, log, f"cannot add {path}: ",
                          filepath=str(path))
             strip = strips.selected_sound_strips(scene)[0]  # the operator selects only it
+            if index < len(transcripts):
+                strips.set_transcript(strip, transcripts[index])
             added.append(strip.name)
             scene.frame_current = strips.right_handle(strip)
     finally:
@@ -512,11 +526,11 @@ def run_operator(op, log: list[str], prefix: str = "", **kwargs: Any) -> None:
         raise SceneError(prefix + (said[-1] if said else f"{op.idname_py()} was cancelled"))
 
 
-def animate(bpy, log: list[str]) -> str:
-    """Run the add-on's Animate operator; returns its summary line."""
+def animate(bpy, log: list[str]) -> tuple[str, list[str]]:
+    """Run the add-on's Animate operator; returns its summary line and its warnings."""
     run_operator(bpy.ops.emotalk.animate_from_audio, log)
     found = _REPORT_LINE.findall(log[-1])
-    return found[-1] if found else "animated"
+    return (found[-1] if found else "animated"), _WARNING_LINE.findall(log[-1])
 
 
 def save_atomic(bpy, target: Path, log: list[str]) -> None:
@@ -551,17 +565,18 @@ def bake_one(bpy, addon: str, job: FileJob, settings: BakeSettings,
         scene = bpy.context.scene
         pick_target(bpy, addon, settings.object_name)
         names = chosen_strips(scene, addon, settings.strips, bool(settings.audio))
-        names += add_audio(bpy, scene, addon, settings.audio, settings.frame, log)
+        names += add_audio(bpy, scene, addon, settings.audio, settings.frame, log,
+                           settings.transcripts)
         select_strips(scene, addon, names)
         apply_panel(scene, settings.panel)
-        summary = animate(bpy, log)
+        summary, warnings = animate(bpy, log)
         if stop.requested:
             raise Interrupted
         save_atomic(bpy, job.output, log)
     finally:
         if settings.verbose:
             sys.stderr.write("".join(log))
-    return FileResult(job, summary)
+    return FileResult(job, summary, warnings=warnings)
 
 
 # -- the batch ------------------------------------------------------------------------------------
@@ -632,6 +647,13 @@ def check_inputs(settings: BakeSettings) -> None:
             raise AudioError(f"audio file not found: {path}")
     if settings.frame is not None and not settings.audio:
         raise ControlError("--frame places --audio strips; give --audio FILE too")
+    if settings.transcripts and len(settings.transcripts) != len(settings.audio):
+        raise ControlError(
+            f"{len(settings.transcripts)} transcript(s) for {len(settings.audio)} --audio "
+            "file(s): give one --transcript or --transcript-file per --audio, in order "
+            "(--transcript '' for a file without one)",
+            "strips already in the .blend keep their own transcript (the add-on's Transcript "
+            "field, or a .txt file named like the audio beside it)")
 
 
 def bake_files(jobs: Sequence[FileJob], settings: BakeSettings, controls) -> BatchResult:

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=30.0, help="output frame rate (default 30)")
     p.add_argument("--start", type=float, default=None, help="window start in seconds")
     p.add_argument("--end", type=float, default=None, help="window end in seconds")
+    add_transcript_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("import-official", help="convert the released EmoTalk.pth to a model folder")
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "another")
     p.add_argument("--frame", type=int, default=None,
                    help="frame of the first --audio strip (default: the scene's current frame)")
+    add_bake_transcript_arguments(p)
     out = p.add_mutually_exclusive_group()
     out.add_argument("-o", "--output", help="output .blend (one input only); default: "
                      "<name>.emotalk.blend next to each input")
@@ -134,6 +136,75 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=os.environ.get("EMOTALK_MODEL", "default"),
                    help="model folder, or 'default' (env EMOTALK_MODEL)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def add_transcript_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "transcript", "Optional: the words spoken. Models with a phonetic input align them to "
+        "the audio for the lip timing; other models ignore them with a warning."
+    ).add_mutually_exclusive_group()
+    g.add_argument("--transcript", metavar="TEXT", default=None,
+                   help="the words spoken in the clip (or in --start..--end)")
+    g.add_argument("--transcript-file", metavar="FILE", default=None,
+                   help="read the transcript from FILE (UTF-8 text)")
+
+
+class _AppendTranscript(argparse.Action):
+    """--transcript and --transcript-file into one list in command-line order, so the n-th of
+    either belongs to the n-th --audio."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        items = list(getattr(namespace, self.dest) or [])
+        items.append((self.const, values))
+        setattr(namespace, self.dest, items)
+
+
+def add_bake_transcript_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "transcripts of --audio files",
+        "Give none, or one per --audio, in the same order (--transcript and --transcript-file "
+        "may alternate; --transcript '' for a file without one). The text is stored on the "
+        "added strip, as the add-on's Transcript field does. Without one, a UTF-8 .txt file "
+        "with the audio file's name beside it is used (line04.wav -> line04.txt); strips "
+        "already in the .blend use the transcript stored on them or that .txt file.")
+    g.add_argument("--transcript", dest="transcripts", action=_AppendTranscript, const="text",
+                   metavar="TEXT", help="the words of the matching --audio file")
+    g.add_argument("--transcript-file", dest="transcripts", action=_AppendTranscript,
+                   const="file", metavar="FILE", help="read them from FILE (UTF-8 text)")
+
+
+def read_transcript_file(path: str | os.PathLike) -> str:
+    """The text of a transcript file: UTF-8 (a byte-order mark is allowed), without the
+    surrounding whitespace. Raises ControlError naming the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").strip()
+    except FileNotFoundError as exc:
+        raise ControlError(f"transcript file not found: {path}") from exc
+    except UnicodeDecodeError as exc:
+        raise ControlError(f"transcript file {path} is not UTF-8 text (byte {exc.start}); "
+                           "save it as UTF-8") from exc
+    except OSError as exc:
+        raise ControlError(f"cannot read transcript file {path}: "
+                           f"{exc.strerror or exc}") from exc
+
+
+def transcript_from_args(args: argparse.Namespace) -> str | None:
+    if args.transcript_file is not None:
+        return read_transcript_file(args.transcript_file)
+    return args.transcript
+
+
+def bake_transcripts(args: argparse.Namespace) -> tuple[str, ...]:
+    """One text per --audio ('' = none), files read now so a bad one fails before any bake."""
+    items = args.transcripts or []
+    return tuple(read_transcript_file(value) if kind == "file" else value
+                 for kind, value in items)
+
+
+def print_warnings(warnings: Sequence[str], where: str = "") -> None:
+    """Messages for the user beside a valid result (the curves were written)."""
+    for warning in warnings:
+        print(f"emotalk: warning: {where}{warning}", file=sys.stderr)
 
 
 def add_control_arguments(p: argparse.ArgumentParser) -> None:
@@ -193,13 +264,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else Path(args.audio).with_suffix(".npy")
     check_output_path(output)
     controls = controls_from_args(args)
+    transcript = transcript_from_args(args)
     predictor = Predictor(args.model, device=args.device)
     with ProgressBar("predicting") as report:
         result = predictor.predict(args.audio, start=args.start, end=args.end, fps=args.fps,
-                                   controls=controls, progress=report)
+                                   controls=controls, transcript=transcript, progress=report)
     write_curves(output, result.values, result.fps, metadata={
         "audio": str(args.audio), "start": result.start, "model": predictor.describe()["name"],
-        "emotion_probabilities": result.emotion_probabilities})
+        "emotion_probabilities": result.emotion_probabilities,
+        "phone_source": result.phone_source})
+    print_warnings(result.warnings)
     top = max(result.emotion_probabilities.items(), key=lambda kv: kv[1])
     print(f"wrote {output} ({result.frames} frames at {result.fps:g} fps; "
           f"speech emotion: {top[0]} {top[1]:.0%})")
@@ -249,10 +323,12 @@ def cmd_bake(args: argparse.Namespace) -> int:
     controls = controls_from_args(args)
     settings = BakeSettings(
         panel=panel_values(controls), object_name=args.object, strips=tuple(args.strips or ()),
-        audio=tuple(args.audio or ()), frame=args.frame, model=args.model, device=args.device,
-        addon=args.addon, verbose=args.verbose)
+        audio=tuple(args.audio or ()), transcripts=bake_transcripts(args), frame=args.frame,
+        model=args.model, device=args.device, addon=args.addon, verbose=args.verbose)
     batch = bake_files(jobs, settings, controls)
     baked = len(batch.results) - len(batch.failures)
+    for done in batch.results:
+        print_warnings(done.warnings, f"{done.job.source}: ")
     for failed in batch.failures:
         print(f"emotalk: error: {failed.job.source}: {failed.error}", file=sys.stderr)
     if batch.interrupted:

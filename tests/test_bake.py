@@ -87,6 +87,39 @@ def test_panel_values_hold_the_cli_controls_or_refuse():
             bake.panel_values(controls_of(*argv))
 
 
+def test_transcripts_pair_with_the_audio_files_in_order(tmp_path, tiny_model_dir):
+    from emotalk_core.cli import bake_transcripts
+
+    (tmp_path / "b.txt").write_text("Second line.\n", encoding="utf-8")
+    wavs = [tmp_path / n for n in ("a.wav", "b.wav", "c.wav")]
+    for wav in wavs:
+        sf.write(wav, speechlike(0.2), 16000)
+    args = build_parser().parse_args([
+        "bake", "x.blend", "--audio", str(wavs[0]), "--transcript", "First line.",
+        "--audio", str(wavs[1]), "--transcript-file", str(tmp_path / "b.txt"),
+        "--audio", str(wavs[2]), "--transcript", ""])
+    assert bake_transcripts(args) == ("First line.", "Second line.", "")
+    settings = bake.BakeSettings(panel={}, audio=tuple(wavs), model=str(tiny_model_dir),
+                                 transcripts=bake_transcripts(args))
+    bake.check_inputs(settings)  # one per --audio: fine
+    assert bake_transcripts(build_parser().parse_args(["bake", "x.blend"])) == ()
+    for wrong in (("only one",), ("1", "2", "3", "4")):
+        with pytest.raises(ControlError, match=r"one --transcript or --transcript-file per"):
+            bake.check_inputs(bake.BakeSettings(panel={}, audio=tuple(wavs), transcripts=wrong,
+                                                model=str(tiny_model_dir)))
+    with pytest.raises(ControlError, match=r"1 transcript\(s\) for 0 --audio"):
+        bake.check_inputs(bake.BakeSettings(panel={}, transcripts=("x",),
+                                            model=str(tiny_model_dir)))
+
+
+def test_bake_transcript_file_problems_fail_before_any_file(capsys, tmp_path):
+    code = main(["bake", str(tmp_path / "x.blend"), "--audio", "a.wav", "--transcript-file",
+                 str(tmp_path / "none.txt")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip() == f"emotalk: error: transcript file not found: " \
+        f"{tmp_path / 'none.txt'}"
+
+
 # -- with bpy -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bpy(tmp_path_factory):
@@ -215,6 +248,31 @@ def test_audio_strips_are_added_one_after_another_and_baked(bpy, clips, tiny_mod
     line = Path(bpy.path.abspath(strips["Line"].sound.filepath))  # relative path remapped
     assert line.resolve() == (tmp_path / "line.wav").resolve()
     assert bpy.context.scene.emotalk.level == pytest.approx(0.5)  # the settings are saved too
+
+
+@pytest.mark.bpy
+def test_transcripts_go_onto_the_added_strips_and_warnings_are_printed(bpy, clips, tmp_path,
+                                                                       tiny_model_dir, capsys):
+    scene = build_blend(bpy, tmp_path / "rig.blend", clips["line"])
+    (tmp_path / "line.txt").write_text("The selected strip's line.", encoding="utf-8")
+    (tmp_path / "second.txt").write_text("Second added line.", encoding="utf-8")
+    code = main(["bake", str(scene), "--strips", "Line", "--frame", "40", "--model",
+                 str(tiny_model_dir),
+                 "--audio", str(clips["extra1"]), "--transcript", "First added line.",
+                 "--audio", str(clips["extra2"]), "--transcript-file",
+                 str(tmp_path / "second.txt")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "rig.emotalk.blend"), load_ui=False)
+    strips = bpy.context.scene.sequence_editor.strips
+    assert {n: strips[n].emotalk_transcript for n in ("Line", "extra1", "extra2")} == {
+        "Line": "", "extra1": "First added line.", "extra2": "Second added line."}
+    # The tiny model ignores transcripts with a warning, so each one reached the backend: the
+    # two given here, and line.txt beside the selected strip's audio.
+    warned = [line for line in err.splitlines() if line.startswith("emotalk: warning: ")]
+    assert [w.split(": ")[3] for w in warned] == ["strip 'Line'", "strip 'extra1'",
+                                                  "strip 'extra2'"], (out, err)
+    assert all(f": {scene}: " in w and "transcript was ignored" in w for w in warned)
 
 
 @pytest.mark.bpy

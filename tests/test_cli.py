@@ -68,6 +68,62 @@ def test_controls_reach_the_predictor(capsys, tmp_path, tiny_model_dir, speech_w
         assert not np.allclose(outputs[name], outputs["base"]), name
 
 
+@pytest.fixture
+def predict_calls(monkeypatch) -> list[dict]:
+    """The keyword arguments of every `Predictor.predict` call (the real one still runs)."""
+    from emotalk_core.inference import Predictor
+
+    calls: list[dict] = []
+    real = Predictor.predict
+
+    def spy(self, audio, **kwargs):
+        calls.append(kwargs)
+        return real(self, audio, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", spy)
+    return calls
+
+
+def test_transcript_text_and_file_reach_the_predictor(capsys, tmp_path, tiny_model_dir,
+                                                      speech_wav, predict_calls):
+    text_file = tmp_path / "line.txt"
+    text_file.write_bytes("\ufeffÇa va, Philip?\n".encode())  # UTF-8 with a byte-order mark
+    base = ["predict", str(speech_wav), "--model", str(tiny_model_dir), "-o",
+            str(tmp_path / "o.json")]
+    for extra, want in ((["--transcript", "Author of the danger trail."],
+                         "Author of the danger trail."),
+                        (["--transcript-file", str(text_file)], "Ça va, Philip?")):
+        code, out, err = run(capsys, *base, *extra)
+        assert code == 0, err
+        assert predict_calls[-1]["transcript"] == want
+        # the tiny model has no phonetic input: the transcript reached it and was ignored
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("emotalk: warning: "), err
+        assert "transcript was ignored" in lines[0] and "wrote" in out
+    assert json.loads((tmp_path / "o.json").read_text())["metadata"]["phone_source"] is None
+    code, _, err = run(capsys, *base)
+    assert code == 0 and predict_calls[-1]["transcript"] is None and err == ""
+
+
+def test_transcript_file_problems_are_one_clear_line(capsys, tmp_path, tiny_model_dir,
+                                                     speech_wav, predict_calls):
+    (tmp_path / "latin1.txt").write_bytes("Ça va".encode("latin-1"))
+    (tmp_path / "folder.txt").mkdir()
+    out = tmp_path / "o.npy"
+    for name, needle in (("missing.txt", "transcript file not found"),
+                         ("latin1.txt", "is not UTF-8 text"),
+                         ("folder.txt", "cannot read transcript file")):
+        code, _, err = run(capsys, "predict", str(speech_wav), "--model", str(tiny_model_dir),
+                           "-o", str(out), "--transcript-file", str(tmp_path / name))
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and lines[0].startswith("emotalk: error:"), err
+        assert needle in lines[0] and name in lines[0], lines[0]
+    assert not out.exists() and predict_calls == []  # refused before any work
+    with pytest.raises(SystemExit) as info:  # argparse: not both
+        main(["predict", str(speech_wav), "--transcript", "a", "--transcript-file", "b.txt"])
+    assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
 def test_info(capsys, tiny_model_dir):
     code, out, _ = run(capsys, "info", "--model", str(tiny_model_dir), "--json")
     assert code == 0
