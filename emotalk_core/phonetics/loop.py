@@ -76,6 +76,9 @@ def decode_chunk(samples: np.ndarray) -> Phones:
     with _decoder_lock:
         decoder = _get_decoder()
         try:
+            # The decoder carries its feature normalisation over from the previous utterance;
+            # reset it so that the same audio always gives the same phones.
+            decoder.reinit_feat()
             decoder.start_utt()
             decoder.process_raw(pcm16(samples), full_utt=True)
             decoder.end_utt()
