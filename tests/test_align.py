@@ -312,3 +312,15 @@ def test_flite_clips_read_grammar_sentences_with_the_chosen_voices(tmp_path, mon
     assert [c.path for c in again] == [c.path for c in clips]
     assert len((binary.parent / "voices").read_text().split()) == count
     assert R.DEFAULT_SPLITS["flite"] == "train"
+
+
+@needs_aligner
+def test_alignment_does_not_depend_on_what_was_aligned_before():
+    from emotalk_core.phonetics.espeak import VoiceSettings, synthesize
+
+    text = "Bob made a map of the big blue pool."
+    utterance = synthesize(text, VoiceSettings("en-us+f2"))
+    first = align.align_phones(utterance.audio, text)
+    other = synthesize("Please bring the warm soup to the market.", VoiceSettings("en-us+m3"))
+    align.align_phones(other.audio, "Please bring the warm soup to the market.")
+    assert align.align_phones(utterance.audio, text) == first

@@ -211,6 +211,9 @@ def _two_pass(decoder, pcm: bytes, words: list[str]) -> Phones:  # noqa: ANN001
 
 
 def _decode(decoder, pcm: bytes) -> None:  # noqa: ANN001
+    # The decoder carries its feature normalisation over from the previous utterance (up to
+    # 150 ms of difference in a boundary); reset it so that a clip always aligns the same.
+    decoder.reinit_feat()
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)
     decoder.end_utt()
