@@ -152,3 +152,59 @@ def test_no_track_frames_embed_to_nothing():
     none = torch.full((5,), NO_PHONE)
     embedded = net.content_encoder.embed_track(none)
     assert torch.allclose(embedded, net.content_encoder.phone_embed.bias.expand(5, -1))
+
+
+@pytest.fixture(scope="module")
+def phonetic_model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("phonetic_model")
+    cfg = load_config(TINY, PHONETIC)
+    torch.manual_seed(0)
+    net = EmoTalk(build_model_config(cfg.model))
+    torch.nn.init.normal_(net.content_encoder.phone_embed.weight)
+    torch.nn.init.normal_(net.head.weight, std=0.1)  # zero at initialisation: make it speak
+    save_model(folder, net)
+    return folder
+
+
+def test_predictor_reads_phones_with_progress_and_cancel(phonetic_model):
+    from emotalk_core.errors import Cancelled
+    from emotalk_core.phonetics.espeak import VoiceSettings, synthesize
+
+    speech = synthesize("Bob made a map.", VoiceSettings("en-us+f2"))
+    predictor = Predictor(phonetic_model, device="cpu")
+    messages: list[str] = []
+    plain = predictor.predict(speech.audio, sample_rate=16000,
+                              progress=lambda d, t, m: messages.append(m))
+    assert plain.phone_source == "loop" and "reading phones (1/1)" in messages
+    aligned = predictor.predict(speech.audio, sample_rate=16000, transcript="Bob made a map.",
+                                progress=lambda d, t, m: messages.append(m))
+    assert aligned.phone_source == "alignment" and not aligned.warnings
+    assert "aligning the transcript" in messages
+    # The track changes the curves: the embedding is not zero in this model.
+    assert not np.allclose(plain.values, aligned.values)
+    calls = []
+
+    def cancel_while_reading_phones() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        predictor.predict(speech.audio, sample_rate=16000, cancel=cancel_while_reading_phones)
+
+
+def test_articulation_shuts_the_lips_where_the_contact_head_is_confident(phonetic_model):
+    predictor = Predictor(phonetic_model, device="cpu")
+    with torch.no_grad():
+        predictor.model.contact_head.weight.zero_()
+        predictor.model.contact_head.bias.fill_(8.0)  # always confident the lips touch
+        predictor.model.head.weight.zero_()
+        predictor.model.head.bias[24] = 0.5  # jawOpen
+    audio = np.random.default_rng(1).normal(0, 0.1, 32000).astype(np.float32)
+    shut = predictor.predict(audio, sample_rate=16000)
+    from emotalk_core.inference import Controls
+    from emotalk_core.postprocess import PostProcess
+    from training.metrics import aperture
+    loose = predictor.predict(audio, sample_rate=16000,
+                              controls=Controls(postprocess=PostProcess(articulate=False)))
+    assert np.all(np.abs(aperture(shut.values)) < 0.05)
+    assert np.mean(aperture(loose.values)) > 0.3
