@@ -161,9 +161,11 @@ def measure(model: Path, work: Path) -> dict[str, Any]:
                                                "lve_mm", "eve_mm", "emotion_accuracy",
                                                "lip_closure")}
     log("lip sync on the held-out recordings, with and without transcripts")
-    report["lip_sync"] = {name: lipsync.evaluate(model, data, split)["scorers"]
-                          for name, data, split in (("real_val", work / "real_speech", "val"),
-                                                    ("held_out_characters", selection, "val"))}
+    texts = work / "real_speech" / "transcripts"
+    report["lip_sync"] = {
+        name: lipsync.evaluate(model, data, "val", transcripts_dir=texts)["scorers"]
+        for name, data in (("real_val", work / "real_speech"), ("held_out_characters", selection))
+    }
     predictor = Predictor(model, device="cpu")
     report["preset_upper_face_mm"] = preset_effects(predictor, head_path)
     report["real_time_factor"] = real_time_factor(predictor, work / "real_speech")

@@ -41,8 +41,10 @@ def phone_loop_opening(samples: np.ndarray, frames: int) -> np.ndarray:
 
 
 def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
-             device: str = "cpu", transcripts: bool = True) -> dict[str, Any]:
-    """The report: per scorer, AUC, closure rate and open rate with their counts."""
+             device: str = "cpu", transcripts: bool = True,
+             transcripts_dir: str | Path | None = None) -> dict[str, Any]:
+    """The report: per scorer, AUC, closure rate and open rate with their counts. Transcripts
+    are `<transcripts_dir>/<clip id>.txt` (default DATA/transcripts)."""
     from emotalk_core.inference import Predictor
 
     data_dir = Path(data_dir)
@@ -51,6 +53,7 @@ def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
     if not entries:
         raise D.DataError(f"{data_dir}: split {split!r} has no clip with phones")
     predictor = Predictor(model, device=device)
+    texts = Path(transcripts_dir) if transcripts_dir else data_dir / "transcripts"
     scores = M.LipSyncScores.empty()
     warnings: list[str] = []
     for entry in tqdm(entries, desc=f"lip sync ({split})", disable=None):
@@ -63,7 +66,7 @@ def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
                   "teacher": M.aperture(teacher),
                   "energy": M.frame_log_rms(audio, frames),
                   "phone_loop": phone_loop_opening(audio, frames)}
-        text = data_dir / "transcripts" / f"{entry.clip_id}.txt"
+        text = texts / f"{entry.clip_id}.txt"
         if transcripts and text.is_file():
             result = predictor.predict(audio, sample_rate=16000,
                                        transcript=text.read_text(encoding="utf-8"))
@@ -96,11 +99,13 @@ def main(argv: list[str] | None = None) -> int:
                    "transcripts/ (training.real_speech writes one)")
     p.add_argument("--split", default="val")
     p.add_argument("--no-transcripts", action="store_true")
+    p.add_argument("--transcripts", type=Path, help="folder of <clip id>.txt (default "
+                   "DATA/transcripts)")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     try:
         report = evaluate(args.model, args.data, args.split,
-                          transcripts=not args.no_transcripts)
+                          transcripts=not args.no_transcripts, transcripts_dir=args.transcripts)
     except EmoTalkError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
