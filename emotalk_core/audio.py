@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import soxr
 
 from .config import FPS, SAMPLE_RATE
 from .errors import AudioError, ControlError, EmoTalkError, ResourceError
+from .files import probe, require_file, shown
 
 __all__ = ["audio_duration", "load_audio", "num_frames", "prepare_array"]
 
@@ -117,15 +119,20 @@ def _checked_path(path: str | os.PathLike[str]) -> Path:
     try:
         file = Path(os.fspath(path))
     except TypeError as exc:
-        raise AudioError(f"audio path {path!r} is not a file path; pass a path string") from exc
-    if file.is_dir():
-        raise AudioError(f"{file} is a folder, not an audio file; choose an audio file inside it")
-    if not file.exists():
-        raise AudioError(f"audio file {file} does not exist; check the path")
+        raise AudioError(f"audio path {path!r:.80} is not a file path; pass a path string") \
+            from exc
+    status = probe(file, "audio file", AudioError)
+    if status is None:
+        raise AudioError(f"audio file {shown(file)} does not exist; check the path")
+    if stat.S_ISDIR(status.st_mode):
+        raise AudioError(f"{shown(file)} is a folder, not an audio file; choose an audio file "
+                         "inside it")
+    require_file(file, "audio file", AudioError, "choose an audio file")  # FIFOs, devices
     if not os.access(file, os.R_OK):
-        raise AudioError(f"cannot open {file}: permission denied; make the file readable")
-    if file.stat().st_size == 0:
-        raise AudioError(f"{file} is an empty file (0 bytes); choose a file with sound in it")
+        raise AudioError(f"cannot open {shown(file)}: permission denied; make the file readable")
+    if status.st_size == 0:
+        raise AudioError(f"{shown(file)} is an empty file (0 bytes); choose a file with sound "
+                         "in it")
     return file
 
 

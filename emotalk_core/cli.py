@@ -6,17 +6,29 @@ Errors are our own exceptions, reported here once as one line on stderr with a n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
-from .errors import ControlError, EmoTalkError, OutputError
+from .errors import ControlError, EmoTalkError
+from .files import probe, require_file
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program runs, so that every `finally` and every writer's
+    cleanup runs (the default action would end the process on the spot and leave partial
+    files behind)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_raises():
+            return int(args.func(args) or 0)
     except EmoTalkError as exc:
         hint = f" ({exc.detail})" if exc.detail and exc.detail != exc.message else ""
         print(f"emotalk: error: {exc.message}{hint}", file=sys.stderr)
@@ -35,6 +48,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emotalk: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("emotalk: terminated; nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +208,9 @@ def add_bake_transcript_arguments(p: argparse.ArgumentParser) -> None:
 def read_transcript_file(path: str | os.PathLike) -> str:
     """The text of a transcript file: UTF-8 (a byte-order mark is allowed), without the
     surrounding whitespace. Raises ControlError naming the file."""
+    if probe(path, "transcript file", ControlError) is None:
+        raise ControlError(f"transcript file not found: {path}")
+    require_file(path, "transcript file", ControlError, "give a text file")  # a FIFO blocks
     try:
         return Path(path).read_text(encoding="utf-8-sig").strip()
     except FileNotFoundError as exc:
@@ -262,14 +297,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import Predictor
 
     output = Path(args.output) if args.output else Path(args.audio).with_suffix(".npy")
-    check_output_path(output)
+    inputs = (args.audio, args.emotion_reference, args.transcript_file)
+    check_output_path(output, inputs, _frames_at_most(args))
     controls = controls_from_args(args)
     transcript = transcript_from_args(args)
     predictor = Predictor(args.model, device=args.device)
     with ProgressBar("predicting") as report:
         result = predictor.predict(args.audio, start=args.start, end=args.end, fps=args.fps,
                                    controls=controls, transcript=transcript, progress=report)
-    write_curves(output, result.values, result.fps, metadata={
+    write_curves(output, result.values, result.fps, inputs=inputs, metadata={
         "audio": str(args.audio), "start": result.start, "model": predictor.describe()["name"],
         "emotion_probabilities": result.emotion_probabilities,
         "phone_source": result.phone_source})
@@ -280,14 +316,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frames_at_most(args: argparse.Namespace) -> int:
+    """The most frames `predict` can write for the audio (from its header; nothing decoded),
+    so a full disk is found before the model runs. A bad fps is refused later, by predict."""
+    from .audio import audio_duration
+
+    fps = args.fps if math.isfinite(args.fps) and 1.0 <= args.fps <= 1000.0 else 30.0
+    return math.ceil(audio_duration(args.audio) * fps)
+
+
 def cmd_import_official(args: argparse.Namespace) -> int:
     from .checkpoint import import_official
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file; give a folder")
-    if not out.parent.is_dir():
-        raise OutputError(f"folder {out.parent} does not exist; create it first")
     net = import_official(args.checkpoint, args.content_encoder, args.emotion_encoder, out)
     count = sum(p.numel() for p in net.parameters())
     print(f"wrote {out} ({count / 1e6:.1f} M parameters, strict import: every key matched)")

@@ -5,7 +5,10 @@ that a checkpoint fully rebuilds its model; loading is strict: unknown or missin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +29,54 @@ PHONE_LABELS = (
 )  # fmt: skip
 
 
+# Bounds of the sizes in a config. A config is a small text file that decides how much memory
+# building the network takes, so every size is checked before anything is allocated. The bounds
+# are far above any network this project trains or imports (the released one included).
+MAX_WIDTH = 16384  # features, channels, hidden sizes
+MAX_FFN = 65536
+MAX_LAYERS = 64
+MAX_HEADS = 256
+MAX_LABELS = 1024
+MAX_PERSONS = 1024
+# Frames in one pass: attention memory grows with its square (the release's limit is 5000).
+MAX_WINDOW_FRAMES = 10000
+# wav2vec2 architecture fields that size the encoder, and their bounds.
+WAV2VEC2_BOUNDS = {
+    "hidden_size": (1, MAX_WIDTH), "num_hidden_layers": (1, 2 * MAX_LAYERS),
+    "num_attention_heads": (1, MAX_HEADS), "intermediate_size": (1, MAX_FFN),
+    "num_conv_pos_embeddings": (1, 4096), "num_conv_pos_embedding_groups": (1, MAX_WIDTH),
+}  # fmt: skip
+WAV2VEC2_CONV_LISTS = ("conv_dim", "conv_kernel", "conv_stride")
+MAX_CONV_LAYERS = 32
+
+
 @dataclass(frozen=True)
 class Wav2Vec2EncoderConfig:
     """A wav2vec2 encoder; `wav2vec2` holds the transformers `Wav2Vec2Config` fields."""
 
     wav2vec2: dict[str, Any]
     kind: str = "wav2vec2"
+
+    def __post_init__(self) -> None:
+        check_fields(self, "wav2vec2 encoder", {})
+        if any(not isinstance(key, str) for key in self.wav2vec2):
+            raise ModelError("wav2vec2 encoder config: the keys of wav2vec2 must be strings")
+        for key, (low, high) in WAV2VEC2_BOUNDS.items():
+            if key in self.wav2vec2 and not _int_within(self.wav2vec2[key], low, high):
+                raise ModelError(f"wav2vec2 encoder config: {key} must be an integer within "
+                                 f"[{low}, {high}], got {_shown(self.wav2vec2[key])}")
+        lengths = {len(v) for k, v in self.wav2vec2.items()
+                   if k in WAV2VEC2_CONV_LISTS and isinstance(v, list)}
+        for key in WAV2VEC2_CONV_LISTS:
+            value = self.wav2vec2.get(key, [1])
+            if not (isinstance(value, list) and 1 <= len(value) <= MAX_CONV_LAYERS
+                    and all(_int_within(v, 1, MAX_FFN) for v in value)):
+                raise ModelError(f"wav2vec2 encoder config: {key} must be a list of 1 to "
+                                 f"{MAX_CONV_LAYERS} integers within [1, {MAX_FFN}], got "
+                                 f"{_shown(value)}")
+        if len(lengths) > 1:
+            raise ModelError("wav2vec2 encoder config: conv_dim, conv_kernel and conv_stride "
+                             "must have the same length")
 
     @property
     def output_dim(self) -> int:
@@ -89,6 +134,10 @@ class CompactEncoderConfig:
     cepstral_coefficients: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self, "compact encoder", COMPACT_BOUNDS)
+        if self.hidden_size % self.num_heads:
+            raise ModelError("compact encoder config: hidden_size must be divisible by "
+                             "num_heads")
         if self.feature_norm not in FEATURE_NORMS:
             raise ModelError(f"compact encoder config: feature_norm must be one of "
                              f"{', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")
@@ -110,6 +159,14 @@ class CompactEncoderConfig:
         return self.hidden_size
 
 
+# f_max, freq_mask_bins, vtlp and cepstral_coefficients have their own checks (above).
+COMPACT_BOUNDS = {
+    "n_mels": (1, 512), "n_fft": (2, 8192), "hop_length": (1, 8192),
+    "conv_channels": (1, MAX_WIDTH), "hidden_size": (1, MAX_WIDTH), "num_layers": (0, MAX_LAYERS),
+    "num_heads": (1, MAX_HEADS), "ffn_size": (1, MAX_FFN), "pos_conv_kernel": (1, 1025),
+    "dropout": (0.0, 1.0), "freq_masks": (0, 64),
+}  # fmt: skip
+
 EncoderConfig = Wav2Vec2EncoderConfig | CompactEncoderConfig
 
 
@@ -121,6 +178,15 @@ class DecoderConfig:
     layers: int = 1
     dropout: float = 0.1
     period: int = 30  # frames per step of the periodic attention bias (one second at 30 fps)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "decoder", DECODER_BOUNDS)
+
+
+DECODER_BOUNDS = {
+    "feature_dim": (1, MAX_WIDTH), "heads": (1, MAX_HEADS), "ffn_size": (1, MAX_FFN),
+    "layers": (1, MAX_LAYERS), "dropout": (0.0, 1.0), "period": (1, 1_000_000),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -153,6 +219,12 @@ class ModelConfig:
     contact_head: bool = False
 
     def __post_init__(self) -> None:
+        check_fields(self, "model", MODEL_BOUNDS)
+        for key in ("emotion_labels", "phone_labels"):
+            if any(not label for label in getattr(self, key)):
+                raise ModelError(f"model config: {key} must not hold an empty label")
+        if len(set(self.emotion_labels)) != len(self.emotion_labels):
+            raise ModelError("model config: emotion_labels must not repeat a label")
         if self.phone_input and self.content_encoder.kind != "compact":
             raise ModelError("model config: phone_input needs a compact content encoder")
         if len(set(self.phone_labels)) != len(self.phone_labels):
@@ -188,11 +260,88 @@ class ModelConfig:
                 values["decoder"] = DecoderConfig(**_checked(DecoderConfig, values["decoder"],
                                                              "decoder"))
             for key in ("emotion_labels", "phone_labels"):
-                if key in values:
+                if isinstance(values.get(key), list):  # anything else fails the type check
                     values[key] = tuple(values[key])
             return cls(**values)
         except (TypeError, KeyError) as exc:
             raise ModelError(f"model config is invalid: {exc}") from exc
+
+
+MODEL_BOUNDS = {
+    "content_dim": (1, MAX_WIDTH), "emotion_query_dim": (1, MAX_WIDTH),
+    "level_dim": (1, MAX_WIDTH), "person_dim": (1, MAX_WIDTH),
+    # The intensity control is a one-hot of 2 (normal, strong) and the head writes the 52
+    # ARKit channels: a network with other counts cannot be driven or exported.
+    "num_levels": (2, 2), "num_channels": (52, 52),
+    "num_persons": (1, MAX_PERSONS), "window_frames": (1, MAX_WINDOW_FRAMES),
+    "window_overlap_frames": (0, MAX_WINDOW_FRAMES),
+    "emotion_labels": (1, MAX_LABELS), "phone_labels": (0, MAX_LABELS),
+}  # fmt: skip
+
+
+# -- field checks --------------------------------------------------------------------------------
+def check_fields(config: Any, what: str, bounds: dict[str, tuple[float, float]]) -> None:
+    """Every field of a config dataclass has its annotated type (an integer is also a number;
+    a boolean is neither) and lies within `bounds` (for label tuples: their count). Raises
+    ModelError naming the field, what it must be and the value found."""
+    hints = _type_hints(type(config))
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        expected = _expected(value, hints[item.name], bounds.get(item.name))
+        if expected is not None:
+            raise ModelError(f"{what} config: {item.name} must be {expected}, got "
+                             f"{_shown(value)}")
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _expected(value: Any, hint: Any, bounds: tuple[float, float] | None) -> str | None:
+    """None when `value` fits; else what it must be, in words."""
+    low, high = bounds if bounds is not None else (None, None)
+    if hint is int:
+        if bounds is not None and low == high:
+            return None if _int_within(value, low, high) else f"{low}"
+        ok = _int_within(value, low, high) if bounds else _is_int(value)
+        return None if ok else "an integer" + (f" within [{low}, {high}]" if bounds else "")
+    if hint is float:
+        ok = _is_number(value) and (bounds is None or low <= value <= high)
+        return None if ok else "a number" + (f" within [{low}, {high}]" if bounds else "")
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if typing.get_origin(hint) is tuple:
+        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        count = bounds is None or (ok and low <= len(value) <= high)
+        return None if ok and count else "a list of " + (
+            f"{low} to {high} " if bounds else "") + "strings"
+    if typing.get_origin(hint) is dict:
+        return None if isinstance(value, dict) else "a JSON object"
+    classes = typing.get_args(hint) or (hint,)
+    return None if isinstance(value, classes) else "an object of " + " or ".join(
+        c.__name__ for c in classes)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_within(value: Any, low: float | None, high: float | None) -> bool:
+    return _is_int(value) and (low is None or low <= value <= high)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line message: JSON-like, at most 60 characters."""
+    text = f"the string {value!r}" if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _checked(cls: type, data: Any, what: str) -> dict[str, Any]:

@@ -49,9 +49,10 @@ class OutputError(EmoTalkError):
 
 
 class Cancelled(EmoTalkError):
-    """The caller cancelled the work."""
+    """The caller cancelled the work. The one message, which docs/protocol.md quotes for a
+    `$/cancelRequest`, whichever layer notices the cancel first."""
 
     code = -32800
 
-    def __init__(self, message: str = "cancelled", detail: str | None = None):
+    def __init__(self, message: str = "cancelled by the client", detail: str | None = None):
         super().__init__(message, detail)

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from .arkit import CHANNELS, NUM_CHANNELS, channel_index
 from .config import FPS
 from .errors import OutputError
+from .files import check_writable, new_partial, refuse_inputs, require_folder, shown
 
 __all__ = [
     "LIVE_LINK_FACE_CHANNELS",
@@ -77,18 +77,24 @@ DEFAULT_NPY_FPS = float(FPS)  # .npy files carry no frame rate; EmoTalk's curves
 
 @contextlib.contextmanager
 def atomic_write(
-    path: str | os.PathLike[str], mode: str = "wb", *, encoding: str = "utf-8"
+    path: str | os.PathLike[str],
+    mode: str = "wb",
+    *,
+    encoding: str = "utf-8",
+    inputs: Sequence[str | os.PathLike[str] | None] = (),
 ) -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path`; on success fsync it and rename it over `path`.
+    """Open a partial file beside `path` (`files.new_partial`); on success fsync it and rename
+    it over `path`.
 
-    On any exception, KeyboardInterrupt included, the temporary file is removed and a file that
+    On any exception, KeyboardInterrupt included, the partial file is removed and a file that
     already existed at `path` is left untouched. `mode` is "wb" or "w" (text: `encoding`, no
-    newline translation, so "\\n" is written as is). OS errors become `OutputError`.
+    newline translation, so "\\n" is written as is). OS errors become `OutputError`, and so
+    does a `path` that is one of `inputs` (the files the output is made from).
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', not {mode!r}")
-    target = _checked_target(path)
-    fd, tmp = _temp_file(target)
+    target = _checked_target(path, inputs)
+    fd, tmp = new_partial(target)
     owned = False  # whether a file object has taken over (and will close) the descriptor
     try:
         text = {} if mode == "wb" else {"encoding": encoding, "newline": ""}
@@ -113,28 +119,18 @@ def atomic_write(
     _fsync_folder(target.parent)
 
 
-def _checked_target(path: str | os.PathLike[str]) -> Path:
-    """The output path, after checking that its folder exists and it is not a folder itself."""
+def _checked_target(
+    path: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str] | None] = ()
+) -> Path:
+    """The output path, after checking that its folder exists, that it is not a folder itself
+    and that it is none of the `inputs`."""
     target = Path(os.fspath(path))
-    folder = target.parent
-    if not folder.is_dir():
-        raise OutputError(
-            f"cannot write {target}: folder {folder} does not exist; create it or choose "
-            "another path"
-        )
-    if target.is_dir():
-        raise OutputError(f"cannot write {target}: it is a folder; choose a file name")
+    require_folder(target.parent, "output folder", OutputError,
+                   "create it or choose another path")
+    if os.path.isdir(target):
+        raise OutputError(f"cannot write {shown(target)}: it is a folder; choose a file name")
+    refuse_inputs(target, inputs)
     return target
-
-
-def _temp_file(target: Path) -> tuple[int, str]:
-    """A new temporary file in the target's folder, so that the final rename is atomic."""
-    try:
-        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write {target}: {exc.strerror or exc}; check the folder's permissions"
-        ) from exc
 
 
 def final_mode(target: Path) -> int:
@@ -174,30 +170,52 @@ def write_curves(
     fps: float,
     channels: Sequence[str] = CHANNELS,
     metadata: dict[str, Any] | None = None,
+    inputs: Sequence[str | os.PathLike[str] | None] = (),
 ) -> Path:
     """Write (T, 52) curves whose columns follow `channels`; the format follows the extension.
 
     `metadata` (JSON-serialisable) is stored only by .json; .npy and .csv have no place for it.
-    Returns the written path.
+    `inputs`: the files the curves were made from, which `path` must not be. Returns the
+    written path.
     """
-    target = check_output_path(path)
+    target = _checked_extension(path)
+    _checked_target(target, inputs)
     writer = _WRITERS[target.suffix.lower()]
     data = _checked_values(values, target)
     rate = _checked_fps(fps, target)
     names = _checked_channels(channels, target)
-    writer(target, data, rate, names, metadata)
+    writer(target, data, rate, names, metadata, inputs)
     return target
 
 
-def check_output_path(path: str | os.PathLike[str]) -> Path:
-    """Fail early, before any work, when curves cannot be written to `path`."""
+def check_output_path(
+    path: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str] | None] = (),
+    frames: int = 0,
+) -> Path:
+    """Fail early, before any work, when curves cannot be written to `path`: an unknown
+    extension, a missing or read-only folder, one of the `inputs` as the output, or too little
+    free space for `frames` frames."""
+    target = _checked_extension(path)
+    _checked_target(target, inputs)
+    check_writable(target, estimated_size(target, frames))
+    return target
+
+
+def estimated_size(path: str | os.PathLike[str], frames: int) -> int:
+    """About how many bytes `frames` frames of curves take in the format of `path`."""
+    per_frame = _BYTES_PER_FRAME.get(Path(os.fspath(path)).suffix.lower(), 0)
+    return 256 + max(0, int(frames)) * per_frame
+
+
+def _checked_extension(path: str | os.PathLike[str]) -> Path:
     target = Path(os.fspath(path))
     if target.suffix.lower() not in _WRITERS:
         raise OutputError(
-            f"cannot write {target}: unknown extension {target.suffix!r}; use one of "
+            f"cannot write {shown(target)}: unknown extension {target.suffix!r}; use one of "
             f"{', '.join(SUPPORTED_EXTENSIONS)}"
         )
-    return _checked_target(target)
+    return target
 
 
 def _checked_values(values: np.ndarray, target: Path) -> np.ndarray:
@@ -250,8 +268,9 @@ def _write_npy(
     fps: float,
     channels: tuple[str, ...],
     metadata: dict[str, Any] | None,
+    inputs: Sequence[str | os.PathLike[str] | None],
 ) -> None:
-    with atomic_write(target) as handle:
+    with atomic_write(target, inputs=inputs) as handle:
         np.save(handle, values, allow_pickle=False)
 
 
@@ -261,6 +280,7 @@ def _write_json(
     fps: float,
     channels: tuple[str, ...],
     metadata: dict[str, Any] | None,
+    inputs: Sequence[str | os.PathLike[str] | None],
 ) -> None:
     fields = {
         "fps": fps,
@@ -273,7 +293,7 @@ def _write_json(
         f" {json.dumps(k)}: {json.dumps(v, allow_nan=False)},\n" for k, v in fields.items()
     )
     rows = values.astype(np.float64).tolist()  # exact float32 values, as shortest float64 text
-    with atomic_write(target, "w") as handle:
+    with atomic_write(target, "w", inputs=inputs) as handle:
         handle.write("{\n" + head + ' "values": [\n')
         handle.write(",\n".join("  " + json.dumps(row) for row in rows))
         handle.write("\n ]\n}\n")
@@ -310,11 +330,12 @@ def _write_csv(
     fps: float,
     channels: tuple[str, ...],
     metadata: dict[str, Any] | None,
+    inputs: Sequence[str | os.PathLike[str] | None],
 ) -> None:
     order = _column_order(channels)
     ordered = values[:, order]
     rotations = ",".join("0" for _ in LIVE_LINK_FACE_ROTATIONS)
-    with atomic_write(target, "w") as handle:
+    with atomic_write(target, "w", inputs=inputs) as handle:
         handle.write(",".join(_CSV_HEADER) + "\n")
         for frame, row in enumerate(ordered):
             cells = ",".join(f"{v:.8f}" for v in row.tolist())
@@ -345,6 +366,9 @@ def _timecode(frame: int, fps: float) -> str:
 
 
 _WRITERS = {".npy": _write_npy, ".json": _write_json, ".csv": _write_csv}
+# Upper estimates of one frame's bytes (52 values) in each format, for the free-space check.
+_BYTES_PER_FRAME = {".npy": 4 * NUM_CHANNELS, ".json": 26 * NUM_CHANNELS,
+                    ".csv": 12 * NUM_CHANNELS + 64}
 
 
 # ---------------------------------------------------------------------------------------------

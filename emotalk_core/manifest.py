@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 from .config import PRESET_NAMES
 from .errors import EmoTalkError
 from .export import final_mode
+from .files import new_partial
 
 SPLITS = ("train", "val", "test")
 INTENSITIES = (0, 1)
@@ -267,11 +267,11 @@ def _check_unique(entries: list[ManifestEntry], target: Path) -> None:
 
 
 def _atomic_write(target: Path, text: str) -> None:
-    """Temp file in the same folder (same file system), flushed, then renamed over the target.
-    mkstemp makes the file private (0600); give it the old file's mode, or what open() would
-    give when new, so that a shared dataset stays readable."""
+    """A partial file in the same folder (same file system), flushed, then renamed over the
+    target. Partial files are private (0600); give it the old file's mode, or what open()
+    would give when new, so that a shared dataset stays readable."""
     mode = final_mode(target)
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, temp = new_partial(target)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)

@@ -112,7 +112,7 @@ def test_transcript_file_problems_are_one_clear_line(capsys, tmp_path, tiny_mode
     out = tmp_path / "o.npy"
     for name, needle in (("missing.txt", "transcript file not found"),
                          ("latin1.txt", "is not UTF-8 text"),
-                         ("folder.txt", "cannot read transcript file")):
+                         ("folder.txt", "is a folder, not a file")):
         code, _, err = run(capsys, "predict", str(speech_wav), "--model", str(tiny_model_dir),
                            "-o", str(out), "--transcript-file", str(tmp_path / name))
         lines = err.strip().splitlines()
