@@ -18,9 +18,10 @@ The protocol in brief (DESIGN.md section 5 is normative; docs/protocol.md has fu
   A malformed message gets an error reply (id null when the id cannot be read) and the server
   keeps serving.
 
-`Client` runs the backend as a subprocess for any Python program (the add-on, scripts); it never
-hangs on a dead backend, and `Client.start_call` + `Call.poll` serve non-blocking callers such as
-Blender's modal timer.
+`Client` runs the backend as a subprocess for any Python program (the add-on, scripts), in its
+own process group so that a terminal's Ctrl-C does not reach it; it never hangs on a dead
+backend, and `Client.start_call` + `Call.poll` serve non-blocking callers such as Blender's modal
+timer.
 """
 
 from __future__ import annotations
@@ -469,10 +470,13 @@ class Client:
             raise BackendError(BACKEND_STOPPED, f"cannot write the backend log: {exc}",
                                "choose a log file in a writable folder") from exc
         try:
+            # Its own process group (session), so a Ctrl-C in the terminal of a batch or of
+            # Blender reaches the client, which decides what to stop, and not the backend.
             self.process = subprocess.Popen(
                 self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=env, cwd=cwd,
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+                stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=os.name == "posix",
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0)
+                | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
         except OSError as exc:
             self._close_log()
             raise BackendError(BACKEND_STOPPED, f"cannot start the backend: {exc}",

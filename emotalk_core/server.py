@@ -8,24 +8,29 @@ Threads, and why:
 
 stdout carries protocol lines only: at start, file descriptor 1 is pointed at stderr and the
 protocol goes to a private duplicate of the real stdout, so neither a stray `print` nor a native
-library writing to fd 1 can corrupt the stream. Logs go to stderr.
+library writing to fd 1 can corrupt the stream. Logs go to stderr. Likewise the reader thread
+reads a private duplicate of stdin: at exit it may still be blocked in a read, and holding the
+lock of `sys.stdin` there would make the interpreter's shutdown abort (SIGABRT).
 
 Before `initialize`, every request except `shutdown` fails with -32002 (no model loaded; the
 detail says to send `initialize` first), as in LSP's "server not initialized". End of stdin stops
 reading; requests already received are still answered, then the process exits 0. `exit` cancels
-the running request and exits 0 at once. If stdout breaks (the client is gone), running work is
-cancelled and the process exits 0.
+the running request and exits 0 at once. If stdout breaks (the client is gone), or on SIGINT or
+SIGTERM (a Ctrl-C in the terminal, a client stopping it), running work is cancelled, queued
+requests are dropped and the process exits 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -43,18 +48,44 @@ DEVICES = ("auto", "cpu", "cuda")
 
 # -- entry point ----------------------------------------------------------------------------------
 def serve(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> int:
-    """Run the backend until `exit`, end of stdin or a broken stdout; returns the exit status.
-    With no streams given, uses the process's stdin and (protected) stdout."""
+    """Run the backend until `exit`, end of stdin, a broken stdout, SIGINT or SIGTERM; returns
+    the exit status. With no streams given, uses the process's stdin and (protected) stdout."""
     _setup_logging()
     saved_stdout = sys.stdout
     out, restore = (stdout, None) if stdout is not None else _protected_stdout()
     sys.stdout = sys.stderr  # stray prints go to the log, never into the protocol
     try:
-        return Server(stdin if stdin is not None else sys.stdin.buffer, out).run()
+        server = Server(stdin if stdin is not None else _private_stdin(), out)
+        with _stop_signals(server):
+            return server.run()
     finally:
         sys.stdout = saved_stdout
         if restore is not None:
             restore()
+
+
+def _private_stdin() -> IO[bytes]:
+    """A stream of its own on fd 0, for the reader thread (see the module docstring)."""
+    try:
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    except (AttributeError, OSError, ValueError):  # no real fd (embedded, captured)
+        return sys.stdin.buffer
+
+
+@contextlib.contextmanager
+def _stop_signals(server: Server) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the server as `exit` does, so it exits 0 instead of dying with
+    a KeyboardInterrupt in whichever thread. Only the main thread can set handlers; elsewhere
+    (a server run inside a program) the program's own handling stays."""
+    previous: dict[int, Any] = {}
+    with contextlib.suppress(ValueError):
+        for number in (signal.SIGINT, signal.SIGTERM):
+            previous[number] = signal.signal(number, server.request_stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _setup_logging() -> None:
@@ -76,12 +107,13 @@ def _protected_stdout() -> tuple[IO[bytes], Callable[[], None] | None]:
     out = os.fdopen(saved, "wb")
 
     def restore() -> None:
-        try:
+        # The client may be gone: lines still buffered cannot be delivered, so a broken pipe
+        # here is dropped with them instead of escaping as an exception at exit.
+        with contextlib.suppress(OSError, ValueError):
             out.flush()
+        with contextlib.suppress(OSError):
             os.dup2(saved, fd)
-        except OSError:
-            pass
-        finally:
+        with contextlib.suppress(OSError, ValueError):
             out.close()
 
     return out, restore
@@ -125,7 +157,7 @@ class _Job:
 
     def check(self) -> None:
         if self.cancelled.is_set():
-            raise Cancelled("cancelled by the client")
+            raise Cancelled()
 
 
 class _Progress:
@@ -181,6 +213,14 @@ class Server:
         self.predictor = None
         self.model_key: tuple[str, str] | None = None
         self.shut_down = False
+        # Set by a signal handler. A plain attribute, not an Event: the handler runs on the
+        # main thread between any two bytecodes, possibly while that thread holds a lock that
+        # Event.set or `_exit_now` would take. The heartbeat thread acts on it.
+        self.stop_requested = False
+
+    def request_stop(self, signum: int = 0, frame: Any = None) -> None:
+        """Signal handler: stop as `exit` does (see `stop_requested`)."""
+        self.stop_requested = True
 
     def run(self) -> int:
         log.info("emotalk backend %s ready (protocol %d)", __version__, p.PROTOCOL_VERSION)
@@ -276,6 +316,9 @@ class Server:
     def _heartbeat(self) -> None:
         while not self.stopping.wait(HEARTBEAT_S / 2):
             self.progress.beat()
+            if self.stop_requested and not self.exiting.is_set():
+                log.info("stopping on a signal")
+                self._exit_now()
             if self.output.broken.is_set():
                 self._exit_now()
 
@@ -423,6 +466,10 @@ def _optional(params: dict[str, Any], key: str, kind: type, default: Any) -> Any
 def _error_parts(exc: BaseException, job: _Job) -> tuple[int, str, str | None]:
     """(code, message, detail) for an error reply. Our exceptions carry their code; anything
     else is a bug: a short reply, the traceback in the log (stderr), never on stdout."""
+    if isinstance(exc, Cancelled):  # the wording docs/protocol.md gives, whoever noticed it
+        log.info("request %r (%s) cancelled", job.id, job.method)
+        reply = Cancelled()
+        return reply.code, reply.message, reply.detail
     if isinstance(exc, p.ProtocolError | EmoTalkError):
         log.info("request %r (%s) failed: %s", job.id, job.method, exc.message)
         return exc.code, exc.message, exc.detail

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from emotalk_core import __version__
 from emotalk_core import protocol as p
@@ -345,6 +348,152 @@ def test_progress_at_least_once_a_second_during_a_long_request(client, long_wav)
     gaps = np.diff([t0, *times, t1])
     assert t1 - t0 > 1.5 and len(times) >= 3
     assert gaps.max() < 1.0, f"longest silence {gaps.max():.2f} s"
+
+
+# -- bad inputs get our own errors (issue 11) ------------------------------------------------
+def test_a_10_megabyte_audio_path_is_an_audio_error(client):
+    with pytest.raises(p.BackendError) as info:
+        client.call("animate", p.animate_params("/tmp/" + "a" * 10_000_000 + ".wav"),
+                    timeout=TIMEOUT)
+    assert info.value.code == p.AUDIO_ERROR and "too long" in info.value.message
+    assert len(info.value.message) < 400
+
+
+def broken_models(root: Path, good: Path) -> dict[str, Path]:
+    """Model folders damaged in the ways a loader must refuse, by name."""
+    from safetensors.torch import load_file, save_file
+
+    edits = {
+        "heads 0": lambda h: h["config"]["decoder"].update(heads=0),
+        "negative size": lambda h: h["config"]["content_encoder"].update(hidden_size=-1),
+        "float window": lambda h: h["config"].update(window_frames=600.5),
+        "huge persons": lambda h: h["config"].update(num_persons=10**12),
+        "metadata list": lambda h: h.update(metadata=[1]),
+        "version text": lambda h: h.update(format_version="1"),
+    }
+    out = {}
+    for name, edit in edits.items():
+        folder = Path(shutil.copytree(good, root / name.replace(" ", "-")))
+        header = json.loads((folder / "config.json").read_text())
+        edit(header)
+        (folder / "config.json").write_text(json.dumps(header))
+        out[name] = folder
+    int8 = Path(shutil.copytree(good, root / "int8"))
+    state = load_file(int8 / "model.safetensors")
+    save_file({k: v.to(torch.int8) for k, v in state.items()}, int8 / "model.safetensors")
+    out["int8 weights"] = int8
+    nested = Path(shutil.copytree(good, root / "nested"))
+    (nested / "config.json").write_text("[" * 100_000)
+    out["nested json"] = nested
+    loop = root / "loop"
+    loop.symlink_to(loop)
+    out["symlink loop"] = loop
+    return out
+
+
+def test_initialize_with_a_broken_model_is_a_model_error(client, tiny_model_dir, tmp_path,
+                                                         speech_wav):
+    for name, folder in broken_models(tmp_path, tiny_model_dir).items():
+        with pytest.raises(p.BackendError) as info:
+            client.call("initialize", init_params(folder), timeout=TIMEOUT)
+        assert info.value.code == p.MODEL_ERROR, (name, info.value)
+        assert "internal error" not in info.value.message, (name, info.value)
+    assert client.call("animate", p.animate_params(speech_wav), timeout=TIMEOUT)["frames"] == 60
+
+
+@pytest.mark.parametrize(("controls", "needle"), [
+    ({"emotion": "happy"}, "controls.emotion must be an object"),
+    ({"person_weights": [1, 2]}, "person_weights must be an object"),
+    ({"person_weights": {"1": 1e300, "2": 1e300}}, "person weights must be numbers within"),
+    ({"postprocess": {"smoth": False}}, "unknown key(s) 'smoth'"),
+])  # fmt: skip
+def test_bad_controls_are_invalid_params_naming_the_key(client, speech_wav, controls, needle):
+    with pytest.raises(p.BackendError) as info:
+        client.call("animate", p.animate_params(speech_wav, controls=controls), timeout=TIMEOUT)
+    assert info.value.code == p.INVALID_PARAMS and needle in info.value.message
+
+
+def test_the_cancel_reply_is_the_one_the_docs_show(client, long_wav):
+    documented = next(
+        json.loads(line)["error"] for line in (ROOT / "docs" / "protocol.md").read_text()
+        .splitlines() if line.startswith('{"jsonrpc"') and '"code":-32800' in line)
+    handle = client.start_call("animate", p.animate_params(long_wav))
+    deadline = time.monotonic() + TIMEOUT
+    while not (handle.progress and handle.progress.done >= 1) and not handle.finished:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    handle.cancel()
+    with pytest.raises(p.BackendError) as info:
+        handle.wait(timeout=TIMEOUT)
+    assert (info.value.code, info.value.message, info.value.detail) == (
+        documented["code"], documented["message"], documented["data"]["detail"])
+
+
+# -- the server's exit when its client goes away or it is interrupted (issue 11) ----------------
+def busy_server(tmp_path: Path, model: Path, audio: Path) -> subprocess.Popen:
+    """A backend on raw pipes, initialized and running an animate request of `audio` (its
+    first progress after the model started has arrived); stderr goes to tmp_path/log."""
+    proc = subprocess.Popen(SERVE, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / "log", "wb"), env=child_env(), cwd=ROOT)  # noqa: SIM115
+    for msg in (p.request(1, "initialize", init_params(model)),
+                p.request(2, "animate", p.animate_params(audio, controls={"postprocess": None}))):
+        proc.stdin.write(p.encode_message(msg))
+    proc.stdin.flush()
+    for line in proc.stdout:
+        msg = json.loads(line)
+        if "error" in msg:
+            raise AssertionError(msg)
+        params = msg.get("params") or {}
+        if msg.get("method") == p.METHOD_PROGRESS and params.get("id") == 2 and \
+                params.get("done", 0) >= 1:
+            return proc
+    raise AssertionError("the server ended before working on the request")
+
+
+def assert_clean_exit(proc: subprocess.Popen, tmp_path: Path) -> None:
+    status = proc.wait(60)
+    log = (tmp_path / "log").read_text()
+    assert status == 0, log[-2000:]
+    assert "Fatal Python error" not in log and "Traceback" not in log, log[-2000:]
+
+
+@pytest.mark.slow
+def test_the_server_exits_0_when_its_client_closes_stdout_mid_request(tmp_path, tiny_model_dir,
+                                                                      long_wav):
+    proc = busy_server(tmp_path, tiny_model_dir, long_wav)
+    proc.stdout.close()  # the client is gone: the next progress line breaks the pipe
+    assert_clean_exit(proc, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_the_server_exits_0_on_a_signal_mid_request(tmp_path, tiny_model_dir, long_wav, signum):
+    proc = busy_server(tmp_path, tiny_model_dir, long_wav)
+    t = time.monotonic()
+    proc.send_signal(signum)
+    replies = [json.loads(line) for line in proc.stdout]
+    assert_clean_exit(proc, tmp_path)
+    assert time.monotonic() - t < 20
+    answer = [r for r in replies if r.get("id") == 2]
+    assert answer and answer[0]["error"]["code"] == p.REQUEST_CANCELLED
+
+
+def test_the_server_exits_0_on_sigint_while_idle(raw):
+    raw.send(p.request(1, "shutdown"))
+    assert raw.until(1)[0] == p.result(1, None)
+    raw.proc.send_signal(signal.SIGINT)
+    assert raw.proc.wait(20) == 0
+
+
+def test_the_backend_runs_in_its_own_process_group():
+    """A Ctrl-C in the terminal goes to the foreground process group: the client's, not the
+    backend's, so a batch decides what to stop."""
+    c = p.Client(SERVE, env=child_env(), cwd=ROOT)
+    try:
+        assert os.getpgid(c.process.pid) != os.getpgid(0)
+        assert os.getsid(c.process.pid) == c.process.pid
+    finally:
+        assert c.close(grace=20) == 0
 
 
 # -- robustness -----------------------------------------------------------------------------------
