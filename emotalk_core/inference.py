@@ -28,6 +28,7 @@ from .errors import Cancelled, ControlError, ResourceError
 from .model import EmoTalk, level_weights
 from .model.common import interpolate_frames
 from .phonetics import PhoneTrack, phone_track
+from .phonetics.track import aligned_closures
 from .postprocess import PostProcess, apply, resample
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -284,7 +285,9 @@ class Predictor:
         run.step("loading audio")
         samples = self._load(audio, sample_rate, start, end)
         target = self._emotion_target(controls.emotion)
-        track, phone_source, warnings = self._phone_track(samples, transcript, run, phones)
+        found, warnings = self._phone_track(samples, transcript, run, phones)
+        total = audio_io.num_frames(samples.shape[0])
+        track = None if found is None else found.classes(total)
         try:
             with torch.inference_mode(), run.hooks(self.model):
                 raw, contact, probs = self._network(samples, controls.emotion, target,
@@ -295,8 +298,9 @@ class Predictor:
             raise ResourceError("out of memory",
                                 "close other programs or use a shorter clip") from exc
         run.step("post-processing")
+        closures = None if found is None else aligned_closures(found, total)
         values = (raw if controls.postprocess is None
-                  else apply(raw, controls.postprocess, FPS, contact))
+                  else apply(raw, controls.postprocess, FPS, contact, closures))
         frames = audio_io.num_frames(samples.shape[0], fps)
         if not math.isclose(fps, FPS) or frames != values.shape[0]:
             values = resample(values, FPS, fps, frames)
@@ -308,7 +312,7 @@ class Predictor:
             start=float(start or 0.0),
             channels=CHANNELS,
             emotion_probabilities={label: float(p) for label, p in zip(labels, probs, strict=True)},
-            phone_source=phone_source,
+            phone_source=None if found is None else found.source,
             warnings=warnings,
         )
 
@@ -341,25 +345,23 @@ class Predictor:
         return level.to(self.device), person.to(self.device)
 
     def _phone_track(self, samples: np.ndarray, transcript: str | None, run: _Run,
-                     given: PhoneTrack | None = None
-                     ) -> tuple[np.ndarray | None, str | None, list[str]]:
-        """(T,) phone classes at 30 fps for models with a phonetic input, their source, and
-        warnings for the user."""
+                     given: PhoneTrack | None = None) -> tuple[PhoneTrack | None, list[str]]:
+        """The clip's phones for models with a phonetic input (None for others), and warnings
+        for the user."""
         if transcript is not None and not isinstance(transcript, str):
             raise ControlError(f"transcript must be text, got {type(transcript).__name__}")
         if not self.model.config.phone_input:
             if transcript and transcript.strip():
-                return None, None, [f"model {self.model.config.name!r} does not read "
-                                    "transcripts (no phonetic input); the transcript was ignored"]
-            return None, None, []
+                return None, [f"model {self.model.config.name!r} does not read transcripts (no "
+                              "phonetic input); the transcript was ignored"]
+            return None, []
         if given is not None:
-            found = given
-        else:
-            what = "aligning the transcript" if transcript else "reading phones"
-            run.step(what)
-            found = phone_track(samples, transcript, cancel=run.cancel,
-                                progress=lambda done, total: run.step(f"{what} ({done}/{total})"))
-        return found.classes(audio_io.num_frames(samples.shape[0])), found.source, found.warnings
+            return given, list(given.warnings)
+        what = "aligning the transcript" if transcript else "reading phones"
+        run.step(what)
+        found = phone_track(samples, transcript, cancel=run.cancel,
+                            progress=lambda done, total: run.step(f"{what} ({done}/{total})"))
+        return found, list(found.warnings)
 
     def _check_preset(self, emotion: EmotionControl) -> None:
         if emotion.source == "preset" and emotion.preset not in self.loaded.presets:

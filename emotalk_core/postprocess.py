@@ -161,11 +161,12 @@ def clamp(values: np.ndarray) -> np.ndarray:
 
 
 def apply(values: np.ndarray, settings: PostProcess, fps: float = FPS,
-          contact: np.ndarray | None = None) -> np.ndarray:
-    """Run the enabled steps in the released order: smooth, then (with a lip-contact
-    probability per frame, `contact` (T,)) articulation, then blinks (so the blink shape is
-    not smoothed away), then mouth amplitude, then clamp (last, so nothing leaves [0, 1]).
-    Returns a new float32 (T, 52) array; the input is never modified."""
+          contact: np.ndarray | None = None, closures: np.ndarray | None = None) -> np.ndarray:
+    """Run the enabled steps in the released order: smooth, then articulation (with a
+    lip-contact probability per frame, `contact` (T,), and/or frames known to be closed,
+    `closures` (T,) in [0, 1]), then blinks (so the blink shape is not smoothed away), then
+    mouth amplitude, then clamp (last, so nothing leaves [0, 1]). Returns a new float32
+    (T, 52) array; the input is never modified."""
     if not isinstance(settings, PostProcess):
         raise ControlError(
             f"post-processing settings must be a PostProcess, got {type(settings).__name__}"
@@ -174,8 +175,8 @@ def apply(values: np.ndarray, settings: PostProcess, fps: float = FPS,
     rate = _check_fps(fps, "fps")
     if settings.smooth:
         data = smooth(data)
-    if settings.articulate and contact is not None:
-        data = articulate(data, contact)
+    if settings.articulate and (contact is not None or closures is not None):
+        data = articulate(data, contact, closures)
     if settings.blinks:
         data = add_blinks(data, rate, settings.seed)
     if settings.mouth_amplitude != 1.0:
@@ -206,16 +207,24 @@ def contact_weight(contact: np.ndarray) -> np.ndarray:
     return np.clip((p - CONTACT_LOW) / (CONTACT_HIGH - CONTACT_LOW), 0.0, 1.0)
 
 
-def articulate(values: np.ndarray, contact: np.ndarray) -> np.ndarray:
-    """Shut the lips where the model is confident they touch: with weight w per frame,
-    mouthClose moves towards jawOpen (ARKit's "lips together over an open jaw") and the
-    channels that part the lips scale by 1 - w, so the mouth's aperture scales by 1 - w while
-    the jaw keeps its motion. values (T, 52), contact (T,) probabilities -> new (T, 52)."""
+def articulate(values: np.ndarray, contact: np.ndarray | None,
+               closures: np.ndarray | None = None) -> np.ndarray:
+    """Shut the lips where the model is confident they touch (`contact` (T,) probabilities,
+    through `contact_weight`) or where they are known to touch (`closures` (T,) weights, e.g.
+    a transcript's aligned bilabials): with weight w per frame, mouthClose moves towards
+    jawOpen (ARKit's "lips together over an open jaw") and the channels that part the lips
+    scale by 1 - w, so the mouth's aperture scales by 1 - w while the jaw keeps its motion.
+    values (T, 52) -> new (T, 52)."""
     data = _checked_values(values).astype(np.float32)
-    if np.shape(contact) != (data.shape[0],):
-        raise ControlError(f"lip contact must have one value per frame ({data.shape[0]}), got "
-                           f"shape {np.shape(contact)}")
-    w = contact_weight(contact).astype(np.float32)
+    w = np.zeros(data.shape[0], dtype=np.float32)
+    for name, given in (("lip contact", contact), ("closures", closures)):
+        if given is None:
+            continue
+        if np.shape(given) != (data.shape[0],):
+            raise ControlError(f"{name} must have one value per frame ({data.shape[0]}), got "
+                               f"shape {np.shape(given)}")
+        weight = contact_weight(given) if name == "lip contact" else np.clip(given, 0.0, 1.0)
+        w = np.maximum(w, weight.astype(np.float32))
     data[:, _CLOSE] += w * (data[:, _JAW] - data[:, _CLOSE])
     data[:, list(_LIP_OPENERS)] *= (1.0 - w)[:, None]
     return data

@@ -208,3 +208,30 @@ def test_articulation_shuts_the_lips_where_the_contact_head_is_confident(phoneti
                               controls=Controls(postprocess=PostProcess(articulate=False)))
     assert np.all(np.abs(aperture(shut.values)) < 0.05)
     assert np.mean(aperture(loose.values)) > 0.3
+
+
+def test_aligned_bilabials_shut_the_lips_even_when_the_network_is_unsure(phonetic_model):
+    from emotalk_core.phonetics.espeak import VoiceSettings, synthesize
+    from emotalk_core.phonetics.track import frame_phones
+    from training.metrics import aperture
+
+    text = "Bob made a map."
+    speech = synthesize(text, VoiceSettings("en-us+f2"))
+    predictor = Predictor(phonetic_model, device="cpu")
+    with torch.no_grad():
+        predictor.model.contact_head.weight.zero_()
+        predictor.model.contact_head.bias.fill_(-8.0)  # never confident
+        predictor.model.head.weight.zero_()
+        predictor.model.head.bias[24] = 0.5  # jawOpen: the mouth stays open
+    aligned = predictor.predict(speech.audio, sample_rate=16000, transcript=text)
+    loop = predictor.predict(speech.audio, sample_rate=16000)
+    assert aligned.phone_source == "alignment"
+    from emotalk_core.phonetics import phone_track
+
+    owners = frame_phones(phone_track(speech.audio, text).phones, aligned.frames)
+    bilabial = [i for i, p in enumerate(owners) if p in ("P", "B", "M")]
+    others = [i for i, p in enumerate(owners) if p in ("AA", "AE", "AH", "EY")]
+    assert len(bilabial) >= 4 and others
+    assert np.all(aperture(aligned.values)[bilabial] < 0.05)
+    assert np.all(aperture(aligned.values)[others] > 0.3)
+    assert np.all(aperture(loop.values) > 0.3)  # the loop's phones alone never shut them

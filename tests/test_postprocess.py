@@ -339,3 +339,26 @@ def test_resample_of_an_empty_clip():
     assert pp.resample(empty, 30, 24, 0).shape == (0, NUM_CHANNELS)
     with pytest.raises(ControlError):
         pp.resample(empty, 30, 24, 3)
+
+
+def test_articulation_scales_the_aperture_and_keeps_the_jaw():
+    from emotalk_core.arkit import INDEX
+    from emotalk_core.postprocess import articulate, contact_weight
+    from training.metrics import aperture
+
+    values = np.zeros((6, 52), np.float32)
+    values[:, INDEX["jawOpen"]] = 0.4
+    values[:, INDEX["mouthLowerDownLeft"]] = 0.2
+    values[:, INDEX["mouthClose"]] = 0.05
+    contact = np.array([0.0, 0.0, 0.9, 0.9, 0.9, 0.0])
+    closures = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.5])
+    out = articulate(values, contact, closures)
+    w = np.maximum(contact_weight(contact), closures)
+    np.testing.assert_allclose(aperture(out), (1 - w) * aperture(values), atol=1e-6)
+    np.testing.assert_array_equal(out[:, INDEX["jawOpen"]], values[:, INDEX["jawOpen"]])
+    assert aperture(out)[[0, 2, 3, 4]].max() < 1e-6 and aperture(out)[1] > 0.3
+    # one confident frame alone does not shut the lips; a run of them does
+    assert contact_weight(np.array([0.0, 0.95, 0.0, 0.0])).max() == 0.0
+    assert contact_weight(np.array([0.0, 0.95, 0.95, 0.0]))[1:3].min() == 1.0
+    with pytest.raises(ControlError, match="one value per frame"):
+        articulate(values, contact[:3])

@@ -70,6 +70,20 @@ class PhoneTrack:
         return source_classes(track_classes(self.phones, num_frames), self.source)
 
 
+BILABIALS = frozenset({"P", "B", "M"})
+
+
+def aligned_closures(track: PhoneTrack, num_frames: int) -> np.ndarray:
+    """(num_frames,) 1.0 on the frames an aligned bilabial owns, else 0.0 (all 0.0 for phone-loop
+    tracks): where a transcript says the lips meet, they meet (the loop's bilabials are too
+    often wrong to act on without the network's judgement)."""
+    out = np.zeros(num_frames, dtype=np.float32)
+    if track.source == "alignment":
+        owners = frame_phones(track.phones, num_frames)
+        out[[i for i, p in enumerate(owners) if p and base_phone(p) in BILABIALS]] = 1.0
+    return out
+
+
 def source_classes(classes: np.ndarray, source: str) -> np.ndarray:
     """PHONE_LABELS classes -> the network's track classes for phones from `source`
     ("alignment" or "loop")."""
