@@ -13,8 +13,10 @@ leaves nothing half-done for the caller to write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -115,11 +117,43 @@ def resolve_settings(python: str = "", model: str = "", device: str = "auto") ->
                            device if device in DEVICES else "auto")
 
 
+LOG_NAME = re.compile(r"^backend-(\d+)\.log$")
+
+
 def default_log_path() -> Path:
-    """Where the backend's stderr goes: quoted in error messages so a user can send it."""
+    """Where the backend's stderr goes: quoted in error messages so a user can send it, so it
+    outlives its session; the logs of sessions whose Blender has exited are removed here, when
+    the next session starts its backend."""
     folder = Path(tempfile.gettempdir()) / "emotalk"
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_logs(folder)
     return folder / f"backend-{os.getpid()}.log"
+
+
+def remove_stale_logs(folder: Path) -> list[Path]:
+    """Delete `backend-<pid>.log` files in `folder` whose process no longer runs."""
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            found = LOG_NAME.match(entry.name)
+            if found and not _process_alive(int(found[1])):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    # On Windows os.kill(pid, 0) would terminate the process: there, nothing counts as dead.
+    if pid == os.getpid() or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):
+        return True  # another user's, or unknown: keep its log
+    return True
 
 
 # -- controls -------------------------------------------------------------------------------------

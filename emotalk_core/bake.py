@@ -28,17 +28,22 @@ UTF-8 `.txt` file named like its audio file beside it, if there is one. The pane
 `emotalk predict`'s, and are saved with the output. The add-on's warnings about a bake (a
 transcript it could not use, ...) are printed as `emotalk: warning: FILE: ...`.
 
-Output: `<name>.emotalk.blend` next to each input by default (never the input itself); `-o
-OUT.blend` for one input; `--out-dir DIR` (DIR/<name>.blend); `--in-place` overwrites the input
-(Blender's .blend1 backup is not made). Every save goes to a hidden temporary file in the target
-folder and is renamed over the target only when complete, so an error or Ctrl-C never leaves a
-partial .blend. A batch shows one progress bar across files, goes on past a failing file,
-reports every failure at the end and exits with status 1 when any failed (130 after Ctrl-C; the
-first Ctrl-C stops the running backend request, the files finished so far stay written).
+Output: `<name>.emotalk.blend` next to each input by default (never the input itself, nor
+another input of the batch); `-o OUT.blend` for one input; `--out-dir DIR` (DIR/<name>.blend);
+`--in-place` overwrites the input (Blender's .blend1 backup is not made). Output folders are
+checked for writability and space before any file is baked. Every save goes to a hidden partial
+file in the target folder and is renamed over the target only when complete, so an error or
+Ctrl-C never leaves a partial .blend (and one left by a killed bake is removed by the next save
+there). A batch shows one progress bar across files, goes on past a failing file, reports every
+failure at the end and exits with status 1 when any failed (130 after Ctrl-C; the first Ctrl-C
+stops the running backend request, the files finished so far stay written).
 
-The backend (`<python> -m emotalk_core serve`) is started once and reused for every file:
-EMOTALK_PYTHON (default: this interpreter), the model from `--model` (default EMOTALK_MODEL,
-else the packaged model), `--device` through the add-on's preferences.
+The files are opened and baked in a worker process, so that a damaged .blend that crashes
+Blender's reader (SIGSEGV) is reported as that file's failure and a fresh worker bakes the rest
+(see "the batch" below). Each worker starts the backend (`<python> -m emotalk_core serve`) once
+and reuses it for its files: EMOTALK_PYTHON (default: this interpreter), the model from
+`--model` (default EMOTALK_MODEL, else the packaged model), `--device` through the add-on's
+preferences.
 
 The same operator in a real Blender binary (its Python has no torch, so name the backend's):
 
@@ -57,20 +62,22 @@ import contextlib
 import ctypes
 import importlib.util
 import io
+import json
 import math
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import AudioError, ControlError, EmoTalkError, OutputError
+from .files import check_writable, clean_stale_partials, new_partial, refuse_inputs, shown
 
 OUTPUT_SUFFIX = ".emotalk.blend"
 ENV_PYTHON = "EMOTALK_PYTHON"  # the add-on's backend.ENV_PYTHON / ENV_MODEL
@@ -151,6 +158,14 @@ def plan_jobs(inputs: Sequence[str | os.PathLike], output: str | None = None,
     return jobs
 
 
+def _size_of(path: Path) -> int:
+    """An input's size: about what its baked copy needs, before the keys are added."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _output_for(source: Path, output: str | None, out_dir: str | None, in_place: bool) -> Path:
     if in_place:
         return source
@@ -163,26 +178,20 @@ def _output_for(source: Path, output: str | None, out_dir: str | None, in_place:
 
 
 def _check_outputs(jobs: list[FileJob], in_place: bool) -> None:
+    """Every output a .blend in a writable folder, none an input of the batch (with
+    --in-place, only its own), none written twice."""
     seen: dict[Path, Path] = {}
     for job in jobs:
         out = job.output
         if out.suffix != ".blend":
-            raise OutputError(f"output {out} must end in .blend")
-        if not out.parent.is_dir():
-            raise OutputError(f"folder {out.parent} does not exist; create it first")
-        if not in_place and _same_file(out, job.source):
-            raise OutputError(f"output {out} is the input file; use --in-place to overwrite it")
+            raise OutputError(f"output {shown(out)} must end in .blend")
+        check_writable(out, _size_of(job.source), ".blend")
+        others = [j.source for j in jobs if not (in_place and j is job)]
+        refuse_inputs(out, others, "use --in-place to overwrite it" if not in_place
+                      else "give each file its own output (--out-dir)")
         if out in seen:
             raise OutputError(f"{seen[out]} and {job.source} would both be written to {out}")
         seen[out] = job.source
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    with contextlib.suppress(OSError):
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    return False
 
 
 # -- controls -> the add-on's panel ---------------------------------------------------------------
@@ -274,9 +283,10 @@ def _close(a: Any, b: Any) -> bool:
 
 
 # -- bpy and the add-on ---------------------------------------------------------------------------
-def load_bpy():
-    """The bpy module. A first import gets a private, temporary BLENDER_USER_RESOURCES, so the
-    extension installed for the bake never touches the user's own Blender configuration."""
+def load_bpy(user_resources: Path | None = None):
+    """The bpy module. A first import gets a private BLENDER_USER_RESOURCES (`user_resources`,
+    owned by the caller, else a temporary folder removed at exit), so the extension installed
+    for the bake never touches the user's own Blender configuration."""
     if "bpy" not in sys.modules:
         if importlib.util.find_spec("bpy") is None:
             raise SetupError(
@@ -284,9 +294,10 @@ def load_bpy():
                 "pip install 'emotalk-blender[blender]' (bpy 5.0.1, Python 3.11), or run the "
                 "add-on inside Blender: blender -b FILE.blend --python-expr "
                 "\"import bpy; bpy.ops.emotalk.animate_from_audio()\"")
-        user = tempfile.mkdtemp(prefix="emotalk-blender-user-")
-        atexit.register(shutil.rmtree, user, ignore_errors=True)
-        os.environ["BLENDER_USER_RESOURCES"] = user
+        if user_resources is None:
+            user_resources = Path(tempfile.mkdtemp(prefix="emotalk-blender-user-"))
+            atexit.register(shutil.rmtree, user_resources, ignore_errors=True)
+        os.environ["BLENDER_USER_RESOURCES"] = str(user_resources)
     import bpy
 
     return bpy
@@ -534,10 +545,12 @@ def animate(bpy, log: list[str]) -> tuple[str, list[str]]:
 
 
 def save_atomic(bpy, target: Path, log: list[str]) -> None:
-    """Write the open file to `target` through a hidden temporary file in the same folder, then
-    rename it: the target is either the old file or the complete new one. Relative paths are
-    remapped to the target's folder."""
-    temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.emotalk-tmp.blend")
+    """Write the open file to `target` through a partial file in the same folder
+    (`files.new_partial`, which also removes those a killed bake left there), then rename it:
+    the target is either the old file or the complete new one. Relative paths are remapped to
+    the target's folder."""
+    fd, temp = new_partial(target, ".blend")
+    os.close(fd)
     try:
         with blender_output(log):
             bpy.ops.wm.save_as_mainfile(filepath=str(temp), copy=True, check_existing=False,
@@ -656,35 +669,271 @@ def check_inputs(settings: BakeSettings) -> None:
             "field, or a .txt file named like the audio beside it)")
 
 
-def bake_files(jobs: Sequence[FileJob], settings: BakeSettings, controls) -> BatchResult:
-    """Bake every job with one backend and one progress bar; a failing file is recorded and
-    the batch goes on. Raises only for problems that would fail every file (no bpy, no
-    add-on, settings the panel cannot hold)."""
+# -- the batch: worker processes ------------------------------------------------------------------
+# Blender's reader crashes (SIGSEGV) on some damaged .blend files, and no exception handler can
+# catch that. So the files are baked in a worker process (`python -m emotalk_core.bake --worker
+# PLAN FD`) that bakes them in order and reports each one on a pipe. When it dies, the file it
+# was on is reported as crashed and a fresh worker takes the files after it. The parent owns
+# every temporary folder (the add-on zip, Blender's user resources, and Blender's own temporary
+# folder through TMPDIR) and removes them however the workers end.
+WORKER_COMMAND = (sys.executable, "-m", "emotalk_core.bake", "--worker")
+_ERROR_TYPES: dict[str, type[EmoTalkError]] = {
+    cls.__name__: cls for cls in (SetupError, SceneError, ControlError, AudioError, OutputError)}
+
+
+def bake_files(jobs: Sequence[FileJob], settings: BakeSettings, controls,
+               worker: Sequence[str] = WORKER_COMMAND) -> BatchResult:
+    """Bake every job with one progress bar; a failing (or crashing) file is recorded and the
+    batch goes on. Raises only for problems that would fail every file (no bpy, no add-on,
+    settings the panel cannot hold). `worker`: the command of the worker process."""
     from tqdm import tqdm
 
     check_inputs(settings)
-    bpy = load_bpy()
-    addon = ensure_addon(bpy, settings.addon)
-    apply_panel(bpy.context.scene, settings.panel)  # refuse bad settings before any file
-    check_panel(bpy.context.scene, addon, controls)
+    if tuple(worker) == WORKER_COMMAND and importlib.util.find_spec("bpy") is None:
+        load_bpy()  # raises SetupError with what to install
     batch = BatchResult()
-    session = addon_module(addon, "backend").SESSION
     bar = tqdm(total=len(jobs), desc="baking", unit="file", file=sys.stderr,
                disable=not sys.stderr.isatty())
-    with bar, backend_environment(bpy, addon, settings), _StopFlag(session) as stop:
-        for job in jobs:
+    with bar, tempfile.TemporaryDirectory(prefix="emotalk-bake-") as folder, \
+            _Forwarder() as stop:
+        root = Path(folder)
+        settings = replace(settings, addon=settings.addon or build_addon_zip(root))
+        todo = list(range(len(jobs)))
+        while todo and not batch.interrupted:
+            run = _WorkerRun(worker, root, jobs, todo, settings, controls)
+            todo = run.collect(batch, bar, stop)
+    return batch
+
+
+class _WorkerRun:
+    """One worker process over the jobs `todo` (indices into `jobs`)."""
+
+    def __init__(self, worker: Sequence[str], root: Path, jobs: Sequence[FileJob],
+                 todo: list[int], settings: BakeSettings, controls) -> None:
+        self.jobs, self.todo = jobs, todo
+        self.current: int | None = None  # the job the worker started and has not reported
+        self.finished: set[int] = set()
+        plan = root / f"plan-{todo[0]}.json"
+        plan.write_text(json.dumps(_plan(jobs, todo, settings, controls), default=str),
+                        encoding="utf-8")
+        for name in ("user", "tmp"):
+            (root / name).mkdir(exist_ok=True)
+        env = dict(os.environ, BLENDER_USER_RESOURCES=str(root / "user"),
+                   TMPDIR=str(root / "tmp"))
+        read_fd, write_fd = os.pipe()
+        try:
+            # A session of its own: a terminal's Ctrl-C reaches the parent, which passes it on.
+            self.process = subprocess.Popen([*worker, str(plan), str(write_fd)],
+                                            pass_fds=(write_fd,), env=env,
+                                            start_new_session=True)
+        except OSError as exc:
+            os.close(read_fd)
+            raise SetupError(f"cannot start the bake process: {exc}") from exc
+        finally:
+            os.close(write_fd)
+        self.events = os.fdopen(read_fd, "r", encoding="utf-8")
+
+    def collect(self, batch: BatchResult, bar, stop: _Forwarder) -> list[int]:
+        """Record what the worker reports until it exits; returns the jobs left to a new
+        worker (those after a file that crashed it)."""
+        stop.worker = self.process
+        try:
+            with self.events:
+                for line in self.events:
+                    self._on_event(json.loads(line), batch, bar)
+            status = self.process.wait()
+        finally:
+            stop.worker = None
+            _stop_process(self.process)
+        if stop.count:
+            batch.interrupted = True
+        return self._after(status, batch, bar)
+
+    def _on_event(self, event: dict[str, Any], batch: BatchResult, bar) -> None:
+        from tqdm import tqdm
+
+        kind = event.get("event")
+        if kind == "start":
+            self.current = event["index"]
             failed = len(batch.failures)
-            bar.set_postfix_str(job.source.name + (f", {failed} failed" if failed else ""))
-            result = _bake_guarded(bpy, addon, job, settings, stop)
-            if result is None:
-                batch.interrupted = True
-                break
+            name = self.jobs[self.current].source.name
+            bar.set_postfix_str(name + (f", {failed} failed" if failed else ""))
+        elif kind == "result":
+            job = self.jobs[event["index"]]
+            result = FileResult(job, event.get("summary", ""), event.get("error"),
+                                list(event.get("warnings", [])))
+            self.current = None
+            self.finished.add(event["index"])
             batch.results.append(result)
             if result.error is None:
                 tqdm.write(f"baked {job.source} -> {job.output}: {result.summary}",
                            file=sys.stdout)
             bar.update(1)
-    return batch
+        elif kind == "interrupted":
+            batch.interrupted = True
+        elif kind == "fatal":
+            error = _ERROR_TYPES.get(event.get("type", ""), EmoTalkError)
+            raise error(event.get("message", "the bake failed"), event.get("detail"))
+
+    def _after(self, status: int, batch: BatchResult, bar) -> list[int]:
+        if batch.interrupted:
+            return []
+        left = [i for i in self.todo if i not in self.finished and i != self.current]
+        if self.current is None:
+            if left:  # died between files, or before the first: not a file's fault
+                raise SetupError(f"the bake process ended ({_status_text(status)}) before "
+                                 f"baking {self.jobs[left[0]].source}",
+                                 "run again with --verbose to see Blender's output")
+            return []
+        job = self.jobs[self.current]
+        batch.results.append(FileResult(job, error=(
+            f"Blender crashed while opening or baking this file ({_status_text(status)}); "
+            "the file may be damaged (the other files are baked in a new process)")))
+        bar.update(1)
+        clean_stale_partials(job.output.parent)  # a save the crash cut short
+        return left
+
+
+def _status_text(status: int) -> str:
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-status).name}"
+        return f"signal {-status}"
+    return f"exit status {status}"
+
+
+def _stop_process(process: subprocess.Popen) -> None:
+    """A worker still running when the parent stops (an error, SIGTERM): ask, then force."""
+    for stop in (None, process.terminate, process.kill):
+        if stop is not None:
+            with contextlib.suppress(OSError):
+                stop()
+        try:
+            process.wait(10.0)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class _Forwarder:
+    """Ctrl-C in the parent. The worker runs in its own session, so the terminal's SIGINT
+    reaches only the parent: the first two are passed on (the worker stops its backend and
+    saves nothing for the running file, then interrupts at once), a third kills the worker.
+    Without a worker it interrupts the parent as usual."""
+
+    def __init__(self) -> None:
+        self.worker: subprocess.Popen | None = None
+        self.count = 0
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _Forwarder:
+        with contextlib.suppress(ValueError):  # not the main thread: Ctrl-C works as usual
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous or signal.SIG_DFL)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        worker = self.worker
+        if worker is None:
+            raise KeyboardInterrupt
+        self.count += 1
+        with contextlib.suppress(OSError):
+            if self.count < 3:
+                worker.send_signal(signal.SIGINT)
+            else:
+                worker.kill()
+
+
+def _plan(jobs: Sequence[FileJob], todo: list[int], settings: BakeSettings,
+          controls) -> dict[str, Any]:
+    """What a worker needs, as JSON: the jobs, the settings, the controls, and the temporary
+    folder for Python (TMPDIR points Blender at the parent's folder; the backend's log stays
+    where the user's temporary files go)."""
+    fields = {k: ([str(p) for p in v] if k == "audio" else str(v) if isinstance(v, Path)
+                  else list(v) if isinstance(v, tuple) else v)
+              for k, v in asdict(settings).items()}
+    return {"jobs": [[str(j.source), str(j.output)] for j in jobs], "todo": todo,
+            "settings": fields, "controls": asdict(controls),
+            "tempdir": tempfile.gettempdir()}
+
+
+def _from_plan(plan: dict[str, Any]) -> tuple[list[FileJob], list[int], BakeSettings]:
+    jobs = [FileJob(Path(a), Path(b)) for a, b in plan["jobs"]]
+    values = dict(plan["settings"])
+    values["audio"] = tuple(Path(p) for p in values["audio"])
+    values["addon"] = Path(values["addon"]) if values["addon"] else None
+    for key in ("strips", "transcripts"):
+        values[key] = tuple(values[key])
+    return jobs, list(plan["todo"]), BakeSettings(**values)
+
+
+# -- the worker -----------------------------------------------------------------------------------
+class _Reporter:
+    """JSON lines to the parent on the pipe it passed (fd 1 carries Blender's own output)."""
+
+    def __init__(self, fd: int) -> None:
+        self.stream = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+
+    def send(self, **event: Any) -> None:
+        self.stream.write(json.dumps(event) + "\n")
+        self.stream.flush()
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    """`python -m emotalk_core.bake --worker PLAN FD`: bake the plan's files in order."""
+    plan_path, fd = argv
+    report = _Reporter(int(fd))
+    signal.signal(signal.SIGTERM, _interrupt)  # the parent stops it: clean up as on Ctrl-C
+    try:
+        plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
+        tempfile.tempdir = plan["tempdir"]
+        jobs, todo, settings = _from_plan(plan)
+        bpy, addon = setup_worker(settings, plan["controls"])
+        bake_in_worker(bpy, addon, jobs, todo, settings, report)
+    except EmoTalkError as exc:
+        report.send(event="fatal", type=type(exc).__name__, message=exc.message,
+                    detail=exc.detail)
+        return 1
+    except KeyboardInterrupt:
+        report.send(event="interrupted")
+        return 130
+    return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def setup_worker(settings: BakeSettings, controls: dict[str, Any]) -> tuple[Any, str]:
+    """bpy with the add-on enabled and the panel holding the `controls` (their JSON form),
+    refused before any file when it cannot."""
+    from .inference import Controls
+
+    bpy = load_bpy(Path(os.environ["BLENDER_USER_RESOURCES"]))
+    addon = ensure_addon(bpy, settings.addon)
+    apply_panel(bpy.context.scene, settings.panel)
+    check_panel(bpy.context.scene, addon, Controls.from_dict(controls))
+    return bpy, addon
+
+
+def bake_in_worker(bpy, addon: str, jobs: Sequence[FileJob], todo: Sequence[int],
+                   settings: BakeSettings, report: _Reporter) -> None:
+    """One backend for the worker's files; each file's start and result reported."""
+    session = addon_module(addon, "backend").SESSION
+    with backend_environment(bpy, addon, settings), _StopFlag(session) as stop:
+        for index in todo:
+            report.send(event="start", index=index)
+            result = _bake_guarded(bpy, addon, jobs[index], settings, stop)
+            if result is None:
+                report.send(event="interrupted")
+                return
+            report.send(event="result", index=index, summary=result.summary,
+                        error=result.error, warnings=result.warnings)
 
 
 def _bake_guarded(bpy, addon: str, job: FileJob, settings: BakeSettings,
@@ -702,3 +951,9 @@ def _bake_guarded(bpy, addon: str, job: FileJob, settings: BakeSettings,
     if stop.requested:
         return None
     return FileResult(job, error=error)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--worker"] or len(sys.argv) != 4:
+        sys.exit("usage: python -m emotalk_core.bake --worker PLAN FD (started by emotalk bake)")
+    sys.exit(worker_main(sys.argv[2:]))

@@ -228,26 +228,37 @@ def load_model(model: str | os.PathLike | None = "default", device: str | torch.
     weights = directory / WEIGHTS_FILE
     require_file(weights, "weights file", ModelError, "re-create the model folder")
     check_layout(network_layout(config), stored_layout(weights), str(weights))
+    names = header.get("presets") or []
+    _check_presets(directory, names, config)
     state = read_tensors(weights)
     net = build_model(config)
     load_state_strict(net, state, str(weights))
-    presets = _load_presets(directory, header.get("presets") or [], config)
+    presets = _load_presets(directory, names)
     net.to(device).eval()
     presets = {k: v.to(device) for k, v in presets.items()}
     return LoadedModel(net, presets, dict(header.get("metadata") or {}), directory)
 
 
-def _load_presets(
-    directory: Path, names: list[str], config: ModelConfig
-) -> dict[str, torch.Tensor]:
+PRESETS_HINT = "recompute presets with `emotalk presets`"
+
+
+def _check_presets(directory: Path, names: list[str], config: ModelConfig) -> None:
+    """The presets file's header holds one floating-point prototype per named preset."""
+    if not names:
+        return
+    path = directory / PRESETS_FILE
+    require_file(path, "presets file", ModelError, PRESETS_HINT)
+    expected = {"prototypes": ("F32", (len(names), config.emotion_encoder.output_dim))}
+    check_layout(expected, stored_layout(path, PRESETS_HINT), str(path), PRESETS_HINT)
+
+
+def _load_presets(directory: Path, names: list[str]) -> dict[str, torch.Tensor]:
     if not names:
         return {}
     path = directory / PRESETS_FILE
-    hint = "recompute presets with `emotalk presets`"
-    require_file(path, "presets file", ModelError, hint)
-    expected = {"prototypes": ("F32", (len(names), config.emotion_encoder.output_dim))}
-    check_layout(expected, stored_layout(path, hint), str(path), hint)
-    prototypes = read_tensors(path, hint)["prototypes"].float()
+    prototypes = read_tensors(path, PRESETS_HINT)["prototypes"].float()
+    if not bool(torch.isfinite(prototypes).all()):
+        raise ModelError(f"{path} holds NaN or infinite prototypes", PRESETS_HINT)
     return {name: prototypes[i] for i, name in enumerate(names)}
 
 

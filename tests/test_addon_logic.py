@@ -209,6 +209,23 @@ def test_resolve_python_order(monkeypatch, tmp_path):
     assert backend.resolve_python("") == str(venv)
 
 
+def test_backend_logs_of_exited_sessions_are_removed_when_a_backend_starts(monkeypatch,
+                                                                           tmp_path):
+    """The log outlives its session (error messages quote it) until the next one starts."""
+    import subprocess
+
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    folder = tmp_path / "emotalk"
+    folder.mkdir()
+    names = [f"backend-{exited.pid}.log", f"backend-{os.getppid()}.log", "notes.log"]
+    for name in names:
+        (folder / name).write_text("a log")
+    monkeypatch.setattr(backend.tempfile, "tempdir", str(tmp_path))
+    assert backend.default_log_path() == folder / f"backend-{os.getpid()}.log"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names[1:])
+
+
 def test_resolve_model_order(monkeypatch):
     monkeypatch.delenv(backend.ENV_MODEL, raising=False)
     assert backend.resolve_model("") == "default"

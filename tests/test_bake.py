@@ -1,9 +1,10 @@
 """`emotalk bake`: the add-on's own operator over .blend files, headless.
 
 The bpy tests build .blend files here (a mesh whose shape keys use Live Link Face's PascalCase,
-sound strips from generated audio, 25 fps so curves are resampled), run the command in this
-process through `cli.main` and once as a real subprocess (exit status, one backend for a
-batch), and compare the saved keys with `Predictor`. Selected with `pytest -m bpy
+sound strips from generated audio, 25 fps so curves are resampled), run the command through
+`cli.main` (which bakes in a worker process) and as a real subprocess (exit status, one backend
+for a batch, a file that crashes Blender's reader), and compare the saved keys with
+`Predictor`. Selected with `pytest -m bpy
 tests/test_bake.py` (bpy loads once per process); skipped with the reason when bpy is missing.
 The output-planning and controls tests need no bpy and run in the default selection.
 """
@@ -12,8 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import signal
+import struct
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +126,117 @@ def test_bake_transcript_file_problems_fail_before_any_file(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 1 and err.strip() == f"emotalk: error: transcript file not found: " \
         f"{tmp_path / 'none.txt'}"
+
+
+# -- the batch's worker processes, with a stand-in for Blender ----------------------------------
+# The real worker with its bpy work replaced: "crash*" files kill it with SIGSEGV halfway
+# through a save (as a damaged .blend kills Blender's reader), "slow*" files wait to be
+# interrupted after writing a marker.
+STUB_WORKER = """
+import os, signal, sys, time
+from pathlib import Path
+from emotalk_core import bake, files
+
+def setup(settings, controls):
+    return None, "stub"
+
+def bake_each(bpy, addon, jobs, todo, settings, report):
+    for index in todo:
+        report.send(event="start", index=index)
+        job = jobs[index]
+        if job.source.name.startswith("crash"):
+            fd, _ = files.new_partial(job.output, ".blend")
+            os.write(fd, b"half a file")
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if job.source.name.startswith("slow"):
+            Path(os.environ["STUB_MARKER"]).write_text("waiting")
+            time.sleep(60)
+        job.output.write_text("baked " + job.source.name)
+        report.send(event="result", index=index, summary=f"stub {os.getpid()}", error=None,
+                    warnings=[])
+
+bake.setup_worker, bake.bake_in_worker = setup, bake_each
+sys.exit(bake.worker_main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture
+def stub_batch(tmp_path, monkeypatch):
+    """(run, folder): run(names) bakes files of those names through the stub worker; every
+    temporary folder goes under folder/"tmp", which must end empty."""
+    stub = tmp_path / "stub_worker.py"
+    stub.write_text(STUB_WORKER)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("STUB_MARKER", str(tmp_path / "marker"))
+
+    def run(names: list[str]) -> tuple[bake.BatchResult, list[bake.FileJob]]:
+        sources = []
+        for name in names:
+            sources.append(tmp_path / name)
+            sources[-1].write_bytes(b"BLENDER-" + name.encode())
+        jobs = bake.plan_jobs(sources)
+        settings = bake.BakeSettings(panel={}, addon=tmp_path / "unused.zip")
+        return bake.bake_files(jobs, settings, Controls(),
+                               worker=[sys.executable, str(stub)]), jobs
+
+    return run, tmp_path
+
+
+def test_a_file_that_crashes_the_worker_is_reported_and_the_batch_goes_on(stub_batch):
+    run, folder = stub_batch
+    batch, jobs = run(["a.blend", "crash.blend", "c.blend"])
+    assert [r.job.source.name for r in batch.results] == ["a.blend", "crash.blend", "c.blend"]
+    a, crash, c = batch.results
+    assert a.error is None and c.error is None and not batch.interrupted
+    assert crash.error.startswith("Blender crashed while opening or baking this file "
+                                  "(signal SIGSEGV)")
+    assert a.summary != c.summary  # c.blend was baked by a fresh worker
+    assert (folder / "c.emotalk.blend").read_text() == "baked c.blend"
+    assert not (folder / "crash.emotalk.blend").exists()
+    for job in jobs:  # inputs untouched
+        assert job.source.read_bytes() == b"BLENDER-" + job.source.name.encode()
+    hidden = [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert hidden == [], "partial file of the crashed save left behind"
+    assert list((folder / "tmp").iterdir()) == [], "temporary folders left behind"
+
+
+def test_a_crashing_file_is_one_error_line_and_exit_status_1(stub_batch, capsys, monkeypatch):
+    run, folder = stub_batch
+    real = bake.bake_files
+    stub = [sys.executable, str(folder / "stub_worker.py")]
+    monkeypatch.setattr(bake, "bake_files", lambda *a, **k: real(*a, **k, worker=stub))
+    for name in ("a.blend", "crash.blend"):
+        (folder / name).write_bytes(b"BLENDER")
+    code = main(["bake", str(folder / "a.blend"), str(folder / "crash.blend")])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert f"baked {folder / 'a.blend'} -> " in out
+    assert err.splitlines() == [
+        f"emotalk: error: {folder / 'crash.blend'}: Blender crashed while opening or baking "
+        "this file (signal SIGSEGV); the file may be damaged (the other files are baked in a "
+        "new process)", "emotalk: 1 of 2 file(s) failed; 1 baked"]
+
+
+def test_ctrl_c_reaches_the_worker_through_the_batch(stub_batch):
+    """The worker has a session of its own, so the parent passes Ctrl-C on: the running file
+    is not written, the batch reports an interruption, nothing is left behind."""
+    run, folder = stub_batch
+
+    def interrupt_when_waiting() -> None:
+        deadline = time.monotonic() + 60
+        while not (folder / "marker").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_waiting, daemon=True).start()
+    batch, _ = run(["a.blend", "slow.blend", "c.blend"])
+    assert batch.interrupted
+    assert [r.job.source.name for r in batch.results] == ["a.blend"]
+    assert not (folder / "slow.emotalk.blend").exists()
+    assert not (folder / "c.emotalk.blend").exists()
+    assert list((folder / "tmp").iterdir()) == []
 
 
 # -- with bpy -------------------------------------------------------------------------------------
@@ -247,6 +366,7 @@ def test_audio_strips_are_added_one_after_another_and_baked(bpy, clips, tiny_mod
         40, 40 + first.shape[0])
     line = Path(bpy.path.abspath(strips["Line"].sound.filepath))  # relative path remapped
     assert line.resolve() == (tmp_path / "line.wav").resolve()
+    bake.ensure_addon(bpy)  # the bake ran in a worker process: read its settings here too
     assert bpy.context.scene.emotalk.level == pytest.approx(0.5)  # the settings are saved too
 
 
@@ -263,6 +383,7 @@ def test_transcripts_go_onto_the_added_strips_and_warnings_are_printed(bpy, clip
                  str(tmp_path / "second.txt")])
     out, err = capsys.readouterr()
     assert code == 0, err
+    bake.ensure_addon(bpy)  # the bake ran in a worker process: read its properties here too
     bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "rig.emotalk.blend"), load_ui=False)
     strips = bpy.context.scene.sequence_editor.strips
     assert {n: strips[n].emotalk_transcript for n in ("Line", "extra1", "extra2")} == {
@@ -304,3 +425,112 @@ def test_a_batch_goes_past_bad_files_and_reports_them(bpy, clips, tiny_model_dir
     assert not list(tmp_path.glob(".*")), "temporary files left behind"
     logs = list((tmp_path / "tmp" / "emotalk").glob("backend-*.log"))  # named after the pid
     assert len(logs) == 1 and logs[0].read_text().count("loaded model") == 1  # one backend
+
+
+# -- a .blend that crashes Blender's reader -------------------------------------------------------
+def blend_blocks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(code, offset of the data, length) of each block of an uncompressed .blend: the header
+    "BLENDER17-01v0500" (Blender 5) has 32-byte block headers, "BLENDER-v405" 24-byte ones."""
+    large = data[7:9] == b"17"
+    pos = 17 if large else 12
+    while pos < len(data):
+        if large:
+            code, _sdna, _old, length, _nr = struct.unpack_from("<4siQqq", data, pos)
+            pos += 32
+        else:
+            code, length, _old, _sdna, _nr = struct.unpack_from("<4siQii", data, pos)
+            pos += 24
+        yield code, pos, length
+        if code == b"ENDB":
+            return
+        pos += length
+
+
+def struct_field_offset(data: bytes, struct_name: str, field_name: str) -> int:
+    """Byte offset of a field inside a struct, from the file's own SDNA (DNA1 block)."""
+    dna = next(data[p:p + n] for code, p, n in blend_blocks(data) if code == b"DNA1")
+    pos, tables = 8, {}
+    for key in ("NAME", "TYPE"):
+        count = struct.unpack_from("<i", dna, pos)[0]
+        pos, items = pos + 4, []
+        for _ in range(count):
+            end = dna.index(b"\0", pos)
+            items.append(dna[pos:end].decode())
+            pos = end + 1
+        tables[key] = items
+        pos = (pos + 3) & ~3
+        pos += 4  # the next table's tag
+    lengths = struct.unpack_from(f"<{len(tables['TYPE'])}h", dna, pos)
+    pos = ((pos + 2 * len(lengths) + 3) & ~3) + 4  # past "STRC"
+    count = struct.unpack_from("<i", dna, pos)[0]
+    pos += 4
+    for _ in range(count):
+        type_index, nfields = struct.unpack_from("<hh", dna, pos)
+        members = struct.unpack_from(f"<{2 * nfields}h", dna, pos + 4)
+        pos += 4 + 4 * nfields
+        if tables["TYPE"][type_index] != struct_name:
+            continue
+        offset = 0
+        for member_type, member_name in zip(members[::2], members[1::2], strict=True):
+            name = tables["NAME"][member_name]
+            size = 8 if name.startswith(("*", "(*")) else lengths[member_type]
+            for dim in re.findall(r"\[(\d+)\]", name):
+                size *= int(dim)
+            if re.sub(r"\[.*", "", name.lstrip("*")) == field_name:
+                return offset
+            offset += size
+    raise KeyError(f"{struct_name}.{field_name}")
+
+
+def damage_shape_keys(path: Path) -> None:
+    """Point the runtime data of the shape-key datablock somewhere that does not exist: a
+    damage that makes Blender 5.0's reader crash (SIGSEGV) while opening the file."""
+    data = bytearray(path.read_bytes())
+    assert data.startswith(b"BLENDER"), "compressed .blend: cannot patch it"
+    offset = struct_field_offset(bytes(data), "ID", "runtime")
+    start = next(p for code, p, _ in blend_blocks(bytes(data)) if code == b"KE\0\0")
+    data[start + offset:start + offset + 8] = struct.pack("<Q", 0xDEAD0000)
+    path.write_bytes(bytes(data))
+
+
+def crashes_blender(path: Path, tmp: Path) -> bool:
+    probe = subprocess.run(
+        [sys.executable, "-c", "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1],"
+         " load_ui=False)", str(path)], capture_output=True, timeout=120,
+        env=dict(os.environ, BLENDER_USER_RESOURCES=str(tmp), TMPDIR=str(tmp)))
+    return probe.returncode < 0
+
+
+@pytest.mark.bpy
+@pytest.mark.slow
+def test_a_batch_survives_a_file_that_crashes_blenders_reader(bpy, clips, tiny_model_dir,
+                                                              tmp_path):
+    """A real damaged .blend that kills Blender's reader with SIGSEGV: the files before and
+    after it are baked, it is reported as crashed, and no temporary folder or partial file is
+    left."""
+    files = [build_blend(bpy, tmp_path / f"{name}.blend", clips["line"])
+             for name in ("a", "bad", "c")]
+    bpy.ops.wm.open_mainfile(filepath=str(files[1]), load_ui=False)
+    bpy.ops.wm.save_as_mainfile(filepath=str(files[1]), compress=False)  # patchable
+    damage_shape_keys(files[1])
+    (tmp_path / "probe").mkdir()
+    if not crashes_blender(files[1], tmp_path / "probe"):
+        pytest.skip("this Blender reads the damaged file without crashing")
+    before = {f: digest(f) for f in files}
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "emotalk_core", "bake", *map(str, files),
+                           "--model", str(tiny_model_dir)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("emotalk: error")]
+    assert errors == [f"emotalk: error: {files[1]}: Blender crashed while opening or baking "
+                      "this file (signal SIGSEGV); the file may be damaged (the other files "
+                      "are baked in a new process)"], proc.stderr
+    assert "1 of 3 file(s) failed; 2 baked" in proc.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.emotalk.blend")) == [
+        "a.emotalk.blend", "c.emotalk.blend"]
+    assert {f: digest(f) for f in files} == before
+    assert not list(tmp_path.glob(".*")), "partial files left behind"
+    leftovers = [p for p in (tmp_path / "tmp").iterdir() if p.name != "emotalk"]
+    assert leftovers == [], "temporary folders left behind"
