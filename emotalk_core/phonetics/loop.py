@@ -217,4 +217,4 @@ def _decode_plan(samples: np.ndarray, plan: tuple[int, int, int, int]) -> Phones
 
 def _check(cancel: Callable[[], bool] | None) -> None:
     if cancel is not None and cancel():
-        raise Cancelled("cancelled by the user")
+        raise Cancelled()
