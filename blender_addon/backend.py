@@ -237,8 +237,13 @@ class Backend:
 
 
 def _check_interpreter(python: str) -> None:
-    path = Path(python)
-    if not (path.is_file() and os.access(path, os.X_OK)):
+    try:  # Path.is_file() raises for some errors (a name too long, permission denied)
+        usable = Path(python).is_file() and os.access(python, os.X_OK)
+    except (OSError, ValueError) as exc:
+        raise BakeError(f"cannot look at the backend Python {python[:200]}: "
+                        f"{getattr(exc, 'strerror', None) or exc}. Set it in Preferences > "
+                        f"Add-ons > EmoTalk, or with {ENV_PYTHON}") from exc
+    if not usable:
         raise BakeError(f"backend Python not found or not executable: {python}. Set it in "
                         f"Preferences > Add-ons > EmoTalk, or with {ENV_PYTHON}")
 

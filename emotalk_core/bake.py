@@ -77,7 +77,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AudioError, ControlError, EmoTalkError, OutputError
-from .files import check_writable, clean_stale_partials, new_partial, refuse_inputs, shown
+from .files import (
+    check_writable,
+    clean_stale_partials,
+    new_partial,
+    probe,
+    refuse_inputs,
+    require_file,
+    shown,
+)
 
 OUTPUT_SUFFIX = ".emotalk.blend"
 ENV_PYTHON = "EMOTALK_PYTHON"  # the add-on's backend.ENV_PYTHON / ENV_MODEL
@@ -216,8 +224,9 @@ def panel_values(controls) -> dict[str, Any]:
         values["preset"] = emotion.preset
     if emotion.source == "reference":
         reference = Path(emotion.reference).expanduser().absolute()
-        if not reference.is_file():
-            raise AudioError(f"reference clip not found: {reference}")
+        if probe(reference, "reference clip", AudioError) is None:
+            raise AudioError(f"reference clip not found: {shown(reference)}")
+        require_file(reference, "reference clip", AudioError, "choose an audio file")
         values["reference"] = str(reference)
     values.update(_person_values(controls))
     post = controls.postprocess or PostProcess(smooth=False, blinks=False, clamp=False)
@@ -321,8 +330,9 @@ def ensure_addon(bpy, zip_path: Path | None = None) -> str:
         return found
     with tempfile.TemporaryDirectory(prefix="emotalk-addon-") as tmp:
         path = zip_path or build_addon_zip(Path(tmp))
-        if not path.is_file():
-            raise SetupError(f"add-on zip not found: {path}")
+        if probe(path, "add-on zip", SetupError) is None:
+            raise SetupError(f"add-on zip not found: {shown(path)}")
+        require_file(path, "add-on zip", SetupError, "pass the zip made by build_addon.py")
         try:
             with blender_output([]):
                 bpy.ops.extensions.package_install_files(
@@ -396,8 +406,9 @@ def _flush_c_stdio() -> None:
 
 # -- one file -------------------------------------------------------------------------------------
 def open_blend(bpy, path: Path, log: list[str]) -> None:
-    if not path.is_file():
-        raise SceneError(f"file not found: {path}")
+    if probe(path, ".blend file", SceneError) is None:
+        raise SceneError(f"file not found: {shown(path)}")
+    require_file(path, ".blend file", SceneError, "choose a .blend file")
     try:
         with blender_output(log):
             bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
@@ -656,8 +667,9 @@ def check_inputs(settings: BakeSettings) -> None:
 
     resolve_model_dir(settings.model)  # raises ModelError for a missing folder
     for path in settings.audio:
-        if not Path(path).is_file():
-            raise AudioError(f"audio file not found: {path}")
+        if probe(path, "audio file", AudioError) is None:
+            raise AudioError(f"audio file not found: {shown(path)}")
+        require_file(path, "audio file", AudioError, "choose an audio file")
     if settings.frame is not None and not settings.audio:
         raise ControlError("--frame places --audio strips; give --audio FILE too")
     if settings.transcripts and len(settings.transcripts) != len(settings.audio):

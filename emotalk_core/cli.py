@@ -296,9 +296,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .export import check_output_path, write_curves
     from .inference import Predictor
 
+    frames = _frames_at_most(args)  # the audio is checked before its name makes the output's
     output = Path(args.output) if args.output else Path(args.audio).with_suffix(".npy")
     inputs = (args.audio, args.emotion_reference, args.transcript_file)
-    check_output_path(output, inputs, _frames_at_most(args))
+    check_output_path(output, inputs, frames)
     controls = controls_from_args(args)
     transcript = transcript_from_args(args)
     predictor = Predictor(args.model, device=args.device)

@@ -34,7 +34,15 @@ import numpy as np
 from .arkit import CHANNELS, NUM_CHANNELS, channel_index
 from .config import FPS
 from .errors import OutputError
-from .files import check_writable, new_partial, refuse_inputs, require_folder, shown
+from .files import (
+    check_writable,
+    new_partial,
+    probe,
+    refuse_inputs,
+    require_file,
+    require_folder,
+    shown,
+)
 
 __all__ = [
     "LIVE_LINK_FACE_CHANNELS",
@@ -390,8 +398,10 @@ def read_curves(path: str | os.PathLike[str]) -> tuple[np.ndarray, float, tuple[
             f"cannot read curves from {source}: unknown extension {source.suffix!r}; use one "
             f"of {', '.join(SUPPORTED_EXTENSIONS)}"
         )
-    if not source.is_file():
-        raise OutputError(f"cannot read curves from {source}: no such file; check the path")
+    if probe(source, "curves file", OutputError) is None:
+        raise OutputError(f"cannot read curves from {shown(source)}: no such file; check the "
+                          "path")
+    require_file(source, "curves file", OutputError)  # a FIFO would block the reader
     try:
         values, fps = reader(source)
     except OutputError:

@@ -7,8 +7,8 @@
 - `refuse_inputs`: the one guard of every writer: an output never replaces one of its inputs.
 - Partial files: every writer writes `.<name>.<host>-<pid>-<random>.emotalk-partial` beside
   its target and renames it over the target when complete. A writer killed by SIGKILL leaves
-  it behind; `new_partial` removes such files of dead writers on this host whenever it makes a
-  new one in the same folder, so leftovers last only until the next write there.
+  it behind; `new_partial` removes such files of dead writers on this host when a process first
+  writes into the same folder, so leftovers last only until the next run writes there.
 - `check_writable`: a folder that can take a file of a given size, checked before long work.
 - `read_json`: a small JSON file, with every way it can fail as the caller's own error.
 
@@ -26,6 +26,7 @@ import re
 import socket
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -170,11 +171,15 @@ def partial_pattern() -> re.Pattern[str]:
     return _PARTIAL
 
 
+_cleaned: set[str] = set()  # folders already cleaned by this process
+_cleaned_lock = threading.Lock()
+
+
 def new_partial(target: Path, extension: str = "") -> tuple[int, Path]:
     """An open descriptor and the path of a new partial file beside `target` (same folder, so
     the final rename is atomic), after removing the partial files that dead writers left
     there. `extension` is kept at the end of the name (Blender saves only `.blend` names)."""
-    clean_stale_partials(target.parent)
+    _clean_once(target.parent)
     prefix = f".{target.name}.{_host_tag()}-{os.getpid()}-"
     try:
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=PARTIAL_SUFFIX + extension,
@@ -184,6 +189,17 @@ def new_partial(target: Path, extension: str = "") -> tuple[int, Path]:
                 if exc.errno == errno.ENAMETOOLONG else "check its permissions and free space")
         raise OutputError(f"cannot write {shown(target)}: {os_reason(exc)}; {hint}") from exc
     return fd, Path(name)
+
+
+def _clean_once(folder: Path) -> None:
+    """Clean a folder on this process's first write there only: leftovers come from processes
+    that have ended, and a writer of many files in one folder must not scan it every time."""
+    key = os.path.abspath(folder)
+    with _cleaned_lock:
+        if key in _cleaned:
+            return
+        _cleaned.add(key)
+    clean_stale_partials(folder)
 
 
 def clean_stale_partials(folder: Path) -> list[Path]:

@@ -379,6 +379,26 @@ def test_a_fifo_as_transcript_or_config_does_not_block(capsys, tmp_path, model, 
     assert code == 1 and "is a FIFO" in line
 
 
+def test_bake_and_curve_readers_check_paths_the_same_way(tmp_path):
+    from emotalk_core import bake
+    from emotalk_core.export import read_curves
+    from emotalk_core.inference import EmotionControl
+
+    long = tmp_path / ("x" * 300 + ".wav")
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    for path, needle in ((long, "too long"), (fifo, "is a FIFO")):
+        with pytest.raises(AudioError, match=needle):
+            bake.check_inputs(bake.BakeSettings(panel={}, audio=(path,)))
+        with pytest.raises(AudioError, match=needle):
+            bake.panel_values(Controls(emotion=EmotionControl("reference", reference=str(path))))
+    os.mkfifo(tmp_path / "curves.npy")
+    with pytest.raises(OutputError, match="is a FIFO"):
+        read_curves(tmp_path / "curves.npy")
+    with pytest.raises(OutputError, match="too long"):
+        read_curves(tmp_path / ("y" * 300 + ".csv"))
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--person-weights", "3:1e300,4:1e300"], "person weights must be numbers within"),
     (["--person-weights", "3:1e400"], "person weights must be numbers within"),
