@@ -235,3 +235,24 @@ def test_aligned_bilabials_shut_the_lips_even_when_the_network_is_unsure(phoneti
     assert np.all(aperture(aligned.values)[bilabial] < 0.05)
     assert np.all(aperture(aligned.values)[others] > 0.3)
     assert np.all(aperture(loop.values) > 0.3)  # the loop's phones alone never shut them
+
+
+def test_weights_can_be_chosen_by_validation_lip_closure(corpus, tmp_path):
+    cfg = load_config(TINY, [*PHONETIC, "model.phone_head=true", "train.steps=4",
+                             "train.val_interval=1", 'train.select_by="lip_closure_auc"'])
+    run(cfg, corpus, tmp_path / "run")
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    vals = [json.loads(x) for x in lines if '"val"' in x]
+    assert len(vals) == 4 and all("lip_closure_auc" in r for r in vals)
+    best_so_far = -1.0
+    for r in vals:
+        assert r["best"] == (r["lip_closure_auc"] > best_so_far)
+        best_so_far = max(best_so_far, r["lip_closure_auc"])
+    chosen = max(vals, key=lambda r: (r["lip_closure_auc"], -r["step"]))["step"]
+    header = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert header["metadata"]["step"] == chosen
+
+
+def test_select_by_is_checked():
+    with pytest.raises(ConfigError, match="select_by"):
+        load_config(TINY, ['train.select_by="vibes"'])

@@ -43,6 +43,7 @@ from emotalk_core.errors import EmoTalkError
 
 ENCODER_KINDS = ("compact", "wav2vec2")
 PRECISIONS = ("bf16", "fp16", "fp32")
+SELECT_BY = ("loss", "lip_closure_auc")
 
 
 class ConfigError(EmoTalkError):
@@ -172,6 +173,10 @@ class TrainSection:
     checkpoint_interval: int = 1000
     keep_checkpoints: int = 3
     presets: bool = True  # compute emotion presets into RUN/model at the end
+    # What chooses the exported weights among the validations: the lowest "loss", or the
+    # highest "lip_closure_auc" (validation clips with phones; for a model whose loss is
+    # dominated by terms that lip sync does not depend on).
+    select_by: str = "loss"
 
 
 @dataclass(frozen=True)
@@ -317,6 +322,9 @@ def _check_rules(c: TrainConfig, source: str) -> None:
         problems.append("model.pretrained_content/pretrained_emotion need encoder = \"wav2vec2\"")
     if not c.model.emotion_labels:
         problems.append("model.emotion_labels must not be empty")
+    if c.train.select_by not in SELECT_BY:
+        problems.append(f"train.select_by must be one of {', '.join(SELECT_BY)}, "
+                        f"got {c.train.select_by!r}")
     if c.train.precision not in PRECISIONS:
         problems.append(f"train.precision must be one of {', '.join(PRECISIONS)}, "
                         f"got {c.train.precision!r}")

@@ -344,7 +344,8 @@ class Trainer:
         self.on_step = on_step
         self.step = 0
         self.epoch, self.position = 0, 0
-        self.best_val: float | None = None
+        self.best_val: float | None = None  # validation loss of the chosen step
+        self.best_score: float | None = None  # train.select_by's score there (lower is better)
         self.best_step: int | None = None
         self.skipped: dict[str, str] = {}
         self.nonfinite = 0
@@ -501,6 +502,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best_val, self.best_step = state["best_val"], state["best_step"]
+        self.best_score = state.get("best_score", self.best_val)
         self.skipped.update(state["skipped"])
         self.nonfinite = state["nonfinite"]
         self.accum = torch.tensor(state["accum"], dtype=torch.float64, device=self.dist.device)
@@ -554,7 +556,8 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "position": self.position,
             "world": self.dist.world, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "best_val": self.best_val, "best_step": self.best_step, "skipped": self.skipped,
+            "best_val": self.best_val, "best_step": self.best_step,
+            "best_score": self.best_score, "skipped": self.skipped,
             "nonfinite": self.nonfinite, "accum": self.accum.tolist(),
             "sampler": {"seed": self.cfg.seed, "epoch": self.epoch, "position": self.position},
         }  # fmt: skip
@@ -702,10 +705,11 @@ class Trainer:
         if pooled.vowel:
             record["lip_closure_auc"] = pooled.auc("model")
             record["bilabial_frames"] = pooled.counts()[1]
-        best = self.best_val is None or record["loss"] < self.best_val
+        score = self._selection_score(record)
+        best = self.best_score is None or score < self.best_score
         record["best"] = best
         if best:
-            self.best_val, self.best_step = record["loss"], self.step
+            self.best_val, self.best_step, self.best_score = record["loss"], self.step, score
             if self.dist.main:
                 save_model(self.out / "model", self.net,
                            metadata=self._metadata(self.step, record["loss"]))
@@ -713,6 +717,16 @@ class Trainer:
         self.log(f"step {self.step}: val loss {record['loss']:.5g}, LVE(coeff) "
                  f"{record['lve_coeff']:.4f}" + (" (best)" if best else ""))
         return record
+
+    def _selection_score(self, record: dict[str, Any]) -> float:
+        """Lower is better: the validation loss, or minus the lip-closure AUC."""
+        if self.cfg.train.select_by == "loss":
+            return record["loss"]
+        auc = record.get("lip_closure_auc")
+        if auc is None or not math.isfinite(auc):
+            raise ConfigError("train.select_by = \"lip_closure_auc\" needs validation clips "
+                              "with phone files and a model with a phone head")
+        return -auc
 
     def _val_batch(self, batch: dict[str, Any], closure: M.ClosureScores) -> torch.Tensor:
         dev = self.dist.device
