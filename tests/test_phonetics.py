@@ -120,3 +120,23 @@ def test_track_classes_follow_the_frame_rule_and_the_source():
     assert aligned.tolist() == [c + ALIGNED_OFFSET if c >= 0 else NO_PHONE for c in classes]
     assert PhoneTrack(phones, "alignment").classes(8).tolist() == aligned.tolist()
     assert PhoneTrack(phones, "loop").classes(8).tolist() == classes.tolist()
+
+
+def test_long_audio_decodes_from_a_script_without_a_main_guard(tmp_path):
+    # Worker processes must not re-import the caller's main module (multiprocessing's spawn
+    # does, and fails in scripts like this one).
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from emotalk_core.phonetics import loop\n"
+        "rng = np.random.default_rng(0)\n"
+        "audio = (rng.normal(0, 0.05, 16000 * 70) * np.sin(np.arange(16000 * 70) / 900.0))\n"
+        "phones = loop.decode(audio.astype(np.float32), workers=2)\n"
+        "print('decoded', len(phones), phones[-1][2])\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("decoded") and done.stdout.split()[-1] == "70.0"

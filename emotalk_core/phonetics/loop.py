@@ -7,16 +7,23 @@ each chunk keeps the phones whose centres fall in its own core, so the result do
 on where chunks are cut (a phone cut by a chunk's edge is decoded whole by its neighbour).
 Chunks run in worker processes, one per core (pocketsphinx holds the GIL while it decodes), so
 memory stays bounded by the chunk size and the time by the number of cores.
+
+`python -m emotalk_core.phonetics.loop --worker` is such a worker (stdin: chunks, stdout: one
+JSON line of phones per chunk).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import json
 import math
-import multiprocessing
 import os
+import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 
@@ -146,20 +153,72 @@ def stitch(parts: list[Phones], seconds: float) -> Phones:
     return out
 
 
-_pool: ProcessPoolExecutor | None = None
-_pool_lock = threading.Lock()
+class _Workers:
+    """Decoding processes kept for the life of this process (a server decodes clip after
+    clip): each is `python -m emotalk_core.phonetics.loop --worker`, fed float32 samples on its
+    stdin (an 8-byte length, then the bytes) and answering one JSON line per chunk. Plain
+    subprocesses rather than multiprocessing: they never re-import the caller's main module
+    and never touch its stdout (the stdio server's protocol channel)."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
+
+    def ensure(self, count: int) -> list[subprocess.Popen]:
+        self.procs = [p for p in self.procs if p.poll() is None]
+        while len(self.procs) < count:
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "emotalk_core.phonetics.loop", "--worker"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                start_new_session=True))
+        return self.procs[:count]
+
+    def close(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()
+        self.procs = []
+
+    def run(self, chunks: list[np.ndarray], count: int, progress, cancel) -> list[Phones]:
+        """Phones of each chunk, decoded `count` at a time in order."""
+        with self.lock:
+            results: list[Phones] = []
+            try:
+                for first in range(0, len(chunks), count):
+                    _check(cancel)
+                    batch = chunks[first: first + count]
+                    procs = self.ensure(len(batch))
+                    for proc, chunk in zip(procs, batch, strict=False):
+                        data = np.ascontiguousarray(chunk, dtype="<f4").tobytes()
+                        proc.stdin.write(struct.pack("<Q", len(data)) + data)
+                        proc.stdin.flush()
+                    for proc in procs:
+                        results.append(_answer(proc.stdout.readline()))
+                        if progress:
+                            progress(len(results), len(chunks))
+            except (OSError, ValueError) as exc:
+                self.close()
+                raise PhoneDecodingError(f"a phone decoding process failed: {exc}") from exc
+            except BaseException:
+                self.close()  # a cancel or an error mid-batch: no half-read answers left
+                raise
+            return results
 
 
-def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool kept for the life of the process (a server decodes clip after clip).
-    Workers are spawned, not forked: the parent may hold torch's threads."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or getattr(_pool, "_max_workers", 0) != workers:
-            if _pool is not None:
-                _pool.shutdown(cancel_futures=True)
-            _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        return _pool
+def _answer(line: bytes) -> Phones:
+    if not line:
+        raise PhoneDecodingError("a phone decoding process ended unexpectedly")
+    reply = json.loads(line)
+    if "error" in reply:
+        raise PhoneDecodingError(reply["error"])
+    return [(p, float(a), float(b)) for p, a, b in reply["phones"]]
+
+
+_WORKERS = _Workers()
+atexit.register(_WORKERS.close)
 
 
 def default_workers() -> int:
@@ -186,26 +245,9 @@ def decode(samples: np.ndarray, *, workers: int | None = None,
             if progress:
                 progress(k + 1, len(plans))
         return stitch(parts, seconds)
-    pool = _worker_pool(workers)
-    futures: list[Future] = [pool.submit(decode_chunk, samples[a:b]) for a, b, _, _ in plans]
-    try:
-        parts = []
-        for k, (future, plan) in enumerate(zip(futures, plans, strict=True)):
-            while True:
-                _check(cancel)
-                try:
-                    chunk = future.result(timeout=0.2)
-                    break
-                except TimeoutError:
-                    continue
-            a, _, core_start, core_end = plan
-            parts.append(_keep_core(chunk, a / SAMPLE_RATE,
-                                    (core_start / SAMPLE_RATE, core_end / SAMPLE_RATE)))
-            if progress:
-                progress(k + 1, len(plans))
-    finally:
-        for future in futures:
-            future.cancel()
+    decoded = _WORKERS.run([samples[a:b] for a, b, _, _ in plans], workers, progress, cancel)
+    parts = [_keep_core(chunk, a / SAMPLE_RATE, (c / SAMPLE_RATE, d / SAMPLE_RATE))
+             for chunk, (a, _, c, d) in zip(decoded, plans, strict=True)]
     return stitch(parts, seconds)
 
 
@@ -218,3 +260,27 @@ def _decode_plan(samples: np.ndarray, plan: tuple[int, int, int, int]) -> Phones
 def _check(cancel: Callable[[], bool] | None) -> None:
     if cancel is not None and cancel():
         raise Cancelled()
+
+
+def worker_main() -> int:
+    """Serve chunks on stdin until it closes: 8-byte little-endian length, float32 samples."""
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        header = source.read(8)
+        if len(header) < 8:
+            return 0
+        (size,) = struct.unpack("<Q", header)
+        samples = np.frombuffer(source.read(size), dtype="<f4")
+        try:
+            reply = {"phones": decode_chunk(samples)}
+        except EmoTalkError as exc:
+            reply = {"error": exc.message}
+        sink.write(json.dumps(reply).encode() + b"\n")
+        sink.flush()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--worker"]:
+        sys.exit("usage: python -m emotalk_core.phonetics.loop --worker (a decoding process "
+                 "started by emotalk_core itself)")
+    sys.exit(worker_main())
