@@ -188,6 +188,8 @@ def apply(values: np.ndarray, settings: PostProcess, fps: float = FPS,
 
 # Lip contact: below CONTACT_LOW the curves stay as predicted, above CONTACT_HIGH the lips
 # shut fully, linearly in between (a confident decision, with soft edges rather than a jump).
+# Lower values shut more bilabials on voices the network has not heard, and more vowels too
+# (emotalk_core/weights/README.md has the measurements).
 CONTACT_LOW = 0.4
 CONTACT_HIGH = 0.7
 _JAW = INDEX["jawOpen"]
