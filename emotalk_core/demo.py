@@ -262,6 +262,9 @@ def build_scene(target: Path, clip: Path, seconds: float, options: DemoOptions) 
     obj.select_set(True)
     strip_name = bake.add_audio(bpy, scene, addon, [clip], 1, log)[0]
     strip = bake.addon_module(addon, "strips").strip_collection(scene)[strip_name]
+    transcript = bake.addon_module(addon, "transcripts").choose(None, clip)
+    if transcript.text:  # packed below, the sound no longer finds its .txt: keep it on the strip
+        strip.emotalk_transcript = transcript.text
     strip.sound.pack()  # the file opens anywhere; unpacking writes the clip next to it
     strip.sound.filepath = "//" + clip.name
     scene.frame_start, scene.frame_end = 1, max(1, math.ceil(seconds * FPS))
