@@ -374,12 +374,13 @@ def _encoder_from_dict(data: Any, what: str) -> EncoderConfig:
     raise ModelError(f"{what} encoder config: unknown kind {kind!r} (expected wav2vec2 or compact)")
 
 
-def compact_model_config(name: str = "emotalk-compact") -> ModelConfig:
-    """The compact recipe (training/configs/compact.toml, the default model's): a content
-    encoder of four 192-d layers on 64 mel bands up to 4 kHz with per-frame spectra plus the
-    frame level, a phone head, a small emotion encoder (emotion is slow-varying and
-    utterance-level), the paper's fusion and decoder at half width (384 = 256 + 96 + 16 + 16),
-    20 s windows."""
+def compact_model_config(name: str = "emotalk-compact", phonetic: bool = True) -> ModelConfig:
+    """The default model's network (training/configs/compact_phonetic.toml; with `phonetic`
+    False, its first stage, training/configs/compact.toml): a content encoder of four 192-d
+    layers on 64 mel bands up to 4 kHz with per-frame spectra plus the frame level, a phone
+    head, a small emotion encoder (emotion is slow-varying and utterance-level), the paper's
+    fusion and decoder at half width (384 = 256 + 96 + 16 + 16), 20 s windows; `phonetic` adds
+    the phone-track input and the lip-contact output."""
     content = CompactEncoderConfig(n_mels=64, f_max=4000.0, conv_channels=192, hidden_size=192,
                                    num_layers=4, num_heads=4, ffn_size=768,
                                    feature_norm="frame+level", freq_masks=2, freq_mask_bins=10,
@@ -391,4 +392,5 @@ def compact_model_config(name: str = "emotalk-compact") -> ModelConfig:
     return ModelConfig(content_encoder=content, emotion_encoder=emotion,
                        emotion_labels=PRESET_NAMES, decoder=decoder, content_dim=256,
                        emotion_query_dim=96, level_dim=16, person_dim=16, name=name,
-                       window_frames=600, window_overlap_frames=60, phone_labels=PHONE_LABELS)
+                       window_frames=600, window_overlap_frames=60, phone_labels=PHONE_LABELS,
+                       phone_input=phonetic, contact_head=phonetic)

@@ -32,8 +32,11 @@ def test_shipped_configs_load(name):
 def test_compact_recipe_is_the_default_models_network():
     from emotalk_core.config import compact_model_config
 
-    cfg = load_config(CONFIGS / "compact.toml")
-    assert build_model_config(cfg.model, read_pretrained=False) == compact_model_config()
+    first = load_config(CONFIGS / "compact.toml")
+    assert (build_model_config(first.model, read_pretrained=False)
+            == compact_model_config(phonetic=False))
+    second = load_config(CONFIGS / "compact_phonetic.toml")
+    assert build_model_config(second.model, read_pretrained=False) == compact_model_config()
 
 
 def _write(tmp_path: Path, text: str) -> Path:
