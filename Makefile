@@ -73,7 +73,7 @@ real-speech: $(STAMP)
 	$(PY) -m training.real_speech --out data/real_speech --seed 0
 
 # Rebuild emotalk_core/weights/default from scratch: data, training, evaluation, export (about
-# 50 minutes on 2 CPU cores; emotalk_core/weights/README.md).
+# 90 minutes on 2 CPU cores: two training stages; emotalk_core/weights/README.md).
 default-model: $(STAMP)
 	$(PY) -m training.default_model
 
