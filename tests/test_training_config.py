@@ -179,3 +179,20 @@ def test_pretrained_folder_problems(tmp_path, pretrained):
     cfg = load_config(_wav2vec2_config(tmp_path, content, empty))
     with pytest.raises(ConfigError, match="no model.safetensors or pytorch_model.bin"):
         build_network(cfg.model, cfg.source, print)
+
+
+def test_a_config_extends_another_table_by_table(tmp_path):
+    (tmp_path / "base.toml").write_text(
+        "seed = 3\n[model]\nname = \"base\"\nlevel_dim = 16\nperson_dim = 48\n"
+        "[train]\nsteps = 10\n")
+    (tmp_path / "second.toml").write_text(
+        "extends = \"base.toml\"\n[model]\nname = \"second\"\n[train]\nsteps = 20\n")
+    cfg = load_config(tmp_path / "second.toml")
+    assert (cfg.seed, cfg.model.name, cfg.model.level_dim, cfg.train.steps) == (
+        3, "second", 16, 20)
+    (tmp_path / "loop.toml").write_text("extends = \"loop.toml\"\n")
+    with pytest.raises(ConfigError, match="circle"):
+        load_config(tmp_path / "loop.toml")
+    (tmp_path / "orphan.toml").write_text("extends = \"missing.toml\"\n")
+    with pytest.raises(ConfigError, match="missing.toml does not exist"):
+        load_config(tmp_path / "orphan.toml")

@@ -7,6 +7,7 @@ default (`warmup_step = 0`) wastes a GPU-day before anyone notices.
 
 Sections (see `training/configs/*.toml` for commented examples):
 
+    extends = "other.toml"   optional: start from another file (relative), tables merged
     seed = 0
     [model]            name, encoder ("compact" | "wav2vec2"), emotion_labels, fusion sizes,
                        pretrained_content / pretrained_emotion (local wav2vec2 folders)
@@ -205,20 +206,48 @@ SECTIONS: dict[str, type] = {
 # -- reading ------------------------------------------------------------------------------------
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
     """Read a TOML file, apply `section.key=value` overrides (values in TOML syntax; bare words
-    are strings), and check everything."""
+    are strings), and check everything. A file may start from another one: `extends =
+    "other.toml"` (relative to the file) reads that first and lays this file's values over it,
+    table by table, so a recipe's second stage states only what differs."""
     file = Path(path)
+    raw = _read_toml(file, [])
+    for item in overrides or []:
+        apply_override(raw, item, str(file))
+    return config_from_dict(raw, str(file))
+
+
+def _read_toml(file: Path, chain: list[Path]) -> dict[str, Any]:
+    """The file's values, its `extends` chain resolved (`chain`: the files that extend it)."""
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {file} does not exist",
-                          "pass --config training/configs/NAME.toml") from exc
+        hint = (f"it is extended by {chain[-1]}" if chain
+                else "pass --config training/configs/NAME.toml")
+        raise ConfigError(f"config file {file} does not exist", hint) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {file}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
-    for item in overrides or []:
-        apply_override(raw, item, str(file))
-    return config_from_dict(raw, str(file))
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{file}: extends must be a file name, got {base!r}")
+    parent = (file.parent / base).resolve()
+    if parent in chain or parent == file.resolve():
+        raise ConfigError(f"{file}: extends {base!r} goes round in a circle")
+    return _merged(_read_toml(parent, [*chain, file.resolve()]), raw)
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` laid on `base`: tables merge key by key, any other value replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> TrainConfig:

@@ -72,8 +72,7 @@ def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
                                        transcript=text.read_text(encoding="utf-8"))
             warnings += [f"{entry.clip_id}: {w}" for w in result.warnings]
             values["model_transcript"] = M.aperture(result.values)
-        rates = [k for k in values if k not in ("energy", "phone_loop")] + ["phone_loop"]
-        scores.add(phones, values, rates)
+        scores.add(phones, values, rates=[k for k in values if k != "energy"])
     names = ["model", "model_transcript", "teacher", "energy", "phone_loop"]
     return {"model": str(model), "data": str(data_dir), "split": split, "clips": len(entries),
             "scorers": {n: scores.report(n) for n in names if n in scores.frames.vowel},

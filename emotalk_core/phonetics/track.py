@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import FPS, PHONE_LABELS
 from ..errors import EmoTalkError
+from .phonemes import BILABIALS
 
 NO_PHONE = -1
 ALIGNED_OFFSET = len(PHONE_LABELS)
@@ -68,9 +69,6 @@ class PhoneTrack:
         """(num_frames,) the network's track classes (aligned phones shifted by
         ALIGNED_OFFSET)."""
         return source_classes(track_classes(self.phones, num_frames), self.source)
-
-
-BILABIALS = frozenset({"P", "B", "M"})
 
 
 def aligned_closures(track: PhoneTrack, num_frames: int) -> np.ndarray:
