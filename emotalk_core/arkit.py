@@ -32,11 +32,6 @@ JAW_OPEN = INDEX["jawOpen"]
 MOUTH_CHANNELS: tuple[int, ...] = tuple(
     i for i, n in enumerate(CHANNELS) if n.startswith(("mouth", "jaw", "tongue", "cheekPuff"))
 )
-# Upper-face channels (brows, eyes, cheeks, nose): what emotion changes most.
-UPPER_FACE_CHANNELS: tuple[int, ...] = tuple(
-    i for i, n in enumerate(CHANNELS) if n.startswith(("brow", "eye", "cheekSquint", "noseSneer"))
-)
-
 _SIDE_SUFFIX = re.compile(r"(?:[._\-\s]?)(left|right|l|r)$", re.IGNORECASE)
 
 

@@ -46,11 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk_core.arkit import CHANNELS
+from emotalk_core.arkit import CHANNELS, NUM_CHANNELS
 
 __all__ = [
-    "MATERIALS", "RESOLUTIONS", "HeadMesh", "build_head", "drive", "load_npz", "save_npz",
-    "triangles",
+    "MATERIALS", "RESOLUTIONS", "HeadFileError", "HeadMesh", "build_head", "drive", "load_npz",
+    "save_npz", "triangles",
 ]  # fmt: skip
 
 MATERIALS: tuple[str, ...] = (
@@ -85,7 +85,9 @@ LANDMARKS: dict[str, str] = {
 class HeadMesh:
     """A head mesh in millimetres with 52 linear shape keys in CHANNELS order.
 
-    `deltas[k]` is what shape key `names[k]` adds to `vertices` at value 1.0.
+    The one head type of the project: the demo head (build_head), a head read from an .npz
+    (load_npz) and the head that the LVE / EVE metrics measure on (training.metrics).
+    `deltas[k]` is what shape key `names[k]` adds to `vertices` at value 1.0 (drive).
     `lip_vertices` / `eye_vertices` index the skin of the lips and of eyelids + brows, the
     regions of the LVE / EVE metrics. `mirror[v]` is the vertex at `v`'s mirror position
     (x -> -x), `face_materials[f]` indexes MATERIALS. `landmarks` maps names to vertex indices
@@ -105,7 +107,7 @@ class HeadMesh:
 
     @property
     def base(self) -> np.ndarray:
-        """The neutral vertices (the name the evaluation loader uses)."""
+        """The neutral vertices (the name of that array in an .npz)."""
         return self.vertices
 
     def delta(self, name: str) -> np.ndarray:
@@ -175,11 +177,6 @@ def _smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
 
 def _smax(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     return -_smin(-a, -b, k)
-
-
-def _paired(fn: Callable[[float], np.ndarray]) -> np.ndarray:
-    """Union of a left/right pair of features (fn(side) with side = +1 or -1)."""
-    return np.minimum(fn(1.0), fn(-1.0))
 
 
 def _head_sdf(p: np.ndarray) -> np.ndarray:
@@ -1108,7 +1105,8 @@ def _landmarks(lay: _Layout, p: np.ndarray) -> dict[str, np.ndarray]:
 
 def drive(head: HeadMesh, coefficients: np.ndarray) -> np.ndarray:
     """(T, 52) coefficients in CHANNELS order -> (T, V, 3) vertices (linear blend shapes)."""
-    coefficients = np.asarray(coefficients, dtype=np.float32)
+    # In the head's precision: float32 for a built head, float64 where a file stored float64.
+    coefficients = np.asarray(coefficients, dtype=head.deltas.dtype)
     if coefficients.ndim != 2 or coefficients.shape[1] != len(head.names):
         raise ValueError(f"coefficients must be (T, {len(head.names)}), not {coefficients.shape}")
     v, k = head.vertices.shape[0], len(head.names)
@@ -1142,25 +1140,83 @@ def save_npz(head: HeadMesh, path: str | Path) -> Path:
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
+class HeadFileError(ValueError):
+    """A head .npz that cannot be used: missing, unreadable, or with arrays that do not fit.
+
+    The message names the file; `hint` (or None) says what a usable file holds.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+_REQUIRED = ("base", "deltas", "lip_vertices", "eye_vertices")
+
+
 def load_npz(path: str | Path) -> HeadMesh:
-    """Read a head written by save_npz (or any .npz with base/deltas/lip/eye arrays)."""
-    with np.load(path, allow_pickle=False) as z:
-        base = z["base"] if "base" in z else z["vertices"]
-        names = tuple(str(n) for n in z["names"]) if "names" in z else CHANNELS
-        faces = z["faces"] if "faces" in z else np.zeros((0, 4), np.int32)
-        return HeadMesh(
-            vertices=base.astype(np.float32), faces=faces.astype(np.int32),
-            deltas=z["deltas"].astype(np.float32),
-            lip_vertices=z["lip_vertices"].astype(np.int32),
-            eye_vertices=z["eye_vertices"].astype(np.int32),
-            face_materials=(z["face_materials"] if "face_materials" in z
-                            else np.zeros(len(faces), np.int8)).astype(np.int8),
-            mirror=(z["mirror"] if "mirror" in z else np.arange(len(base))).astype(np.int32),
-            landmarks={k[len("landmark_"):]: z[k].astype(np.int32) for k in z.files
-                       if k.startswith("landmark_")},
-            names=names,
-            materials=tuple(str(n) for n in z["materials"]) if "materials" in z else MATERIALS,
-        )  # fmt: skip
+    """Read a head written by save_npz, or any .npz with base (or vertices), deltas,
+    lip_vertices and eye_vertices; the arrays it lacks get neutral defaults.
+
+    Float arrays keep the file's precision (float32 at least): the metrics compute in float64
+    and must see exactly the stored values. Every problem is a HeadFileError naming the file.
+    """
+    file = Path(path)
+    z = _read_npz(file)
+    if "base" not in z and "vertices" in z:
+        z["base"] = z["vertices"]
+    missing = [k for k in _REQUIRED if k not in z]
+    if missing:
+        raise HeadFileError(
+            f"head mesh {file} lacks {', '.join(missing)}",
+            "it needs base (V,3), deltas (52,V,3), lip_vertices, eye_vertices",
+        )
+    label = str(file)
+    base, deltas = _checked_shapes(z["base"], z["deltas"], label)
+    faces = z.get("faces", np.zeros((0, 4), np.int32)).astype(np.int32)
+    return HeadMesh(
+        vertices=base, faces=faces, deltas=deltas,
+        lip_vertices=_checked_region(z["lip_vertices"], "lip_vertices", len(base), label),
+        eye_vertices=_checked_region(z["eye_vertices"], "eye_vertices", len(base), label),
+        face_materials=z.get("face_materials", np.zeros(len(faces), np.int8)).astype(np.int8),
+        mirror=z.get("mirror", np.arange(len(base))).astype(np.int32),
+        landmarks={k[len("landmark_"):]: v.astype(np.int32) for k, v in z.items()
+                   if k.startswith("landmark_")},
+        names=tuple(str(n) for n in z["names"]) if "names" in z else CHANNELS,
+        materials=tuple(str(n) for n in z["materials"]) if "materials" in z else MATERIALS,
+    )  # fmt: skip
+
+
+def _read_npz(file: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except FileNotFoundError as exc:
+        raise HeadFileError(f"head mesh {file} does not exist") from exc
+    except Exception as exc:  # zip and format errors of several types
+        raise HeadFileError(f"head mesh {file} is not a readable .npz: {exc}") from exc
+
+
+def _checked_shapes(base: np.ndarray, deltas: np.ndarray, label: str
+                    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    base = base.astype(np.promote_types(base.dtype, np.float32))
+    deltas = deltas.astype(np.promote_types(deltas.dtype, np.float32))
+    if base.ndim != 2 or base.shape[1] != 3:
+        raise HeadFileError(f"{label}: base has shape {base.shape}, expected (V, 3)")
+    if deltas.shape != (NUM_CHANNELS, *base.shape):
+        raise HeadFileError(f"{label}: deltas have shape {deltas.shape}, expected "
+                            f"({NUM_CHANNELS}, {base.shape[0]}, 3)")  # fmt: skip
+    if not (np.isfinite(base).all() and np.isfinite(deltas).all()):
+        raise HeadFileError(f"{label}: base or deltas hold NaN/infinite values")
+    return base, deltas
+
+
+def _checked_region(idx: np.ndarray, name: str, n_vertices: int, label: str) -> np.ndarray:
+    if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+        raise HeadFileError(f"{label}: {name} must be a non-empty 1-D integer array")
+    if idx.min() < 0 or idx.max() >= n_vertices:
+        raise HeadFileError(f"{label}: {name} index out of range 0..{n_vertices - 1}")
+    return idx.astype(np.int32)
 
 
 def main(argv: list[str] | None = None) -> int:

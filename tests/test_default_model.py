@@ -65,9 +65,7 @@ def test_the_mouth_follows_the_speech(predictor):
 
 
 def test_presets_change_the_upper_face(predictor):
-    demo_head = build_head("medium")
-    head = M.HeadMesh.checked(demo_head.vertices, demo_head.deltas, demo_head.lip_vertices,
-                              demo_head.eye_vertices)
+    head = build_head("medium")
     neutral = _curves(predictor, "neutral")
     moved = {name: M.mesh_eve(head, _curves(predictor, name), neutral)
              for name in ("happy", "sad", "angry", "surprised")}

@@ -287,6 +287,8 @@ def test_npz_round_trip(head, tmp_path):
     np.savez(minimal, base=head.vertices, deltas=head.deltas, lip_vertices=head.lip_vertices,
              eye_vertices=head.eye_vertices)  # fmt: skip
     assert np.array_equal(hd.load_npz(minimal).deltas, head.deltas)
+    with pytest.raises(hd.HeadFileError, match="does not exist"):
+        hd.load_npz(tmp_path / "none.npz")
 
 
 def test_resolutions_and_cache():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from emotalk_core.arkit import INDEX
+from emotalk_core.head import build_head, drive, save_npz
 from emotalk_core.manifest import read_manifest
 from emotalk_core.phonetics.track import frame_phones
 from training import evaluate as E
@@ -91,13 +92,13 @@ def synthetic_head() -> dict[str, np.ndarray]:
 
 def test_mesh_errors_in_mm(tmp_path):
     np.savez(tmp_path / "head.npz", **synthetic_head())
-    head = M.HeadMesh.load(tmp_path / "head.npz")
+    head = M.load_head(tmp_path / "head.npz")
     true = curves(3, jawOpen=0.2)
     assert M.mesh_lve(head, true, true) == 0 and M.mesh_eve(head, true, true) == 0
     pred = curves(3, jawOpen=np.array([0.7, 0.2, 0.2]), browInnerUp=0.4)
     assert M.mesh_lve(head, pred, true) == pytest.approx(5.0 / 3)
     assert M.mesh_eve(head, pred, true) == pytest.approx(2.0)
-    moved = head.vertices(pred)
+    moved = drive(head, pred)
     assert moved.shape == (3, 6, 3) and moved[0, 1, 1] == pytest.approx(40 - 7.0)
 
 
@@ -110,7 +111,7 @@ def test_mesh_errors_in_mm(tmp_path):
 def test_head_mesh_problems(tmp_path, change, message):
     np.savez(tmp_path / "head.npz", **{**synthetic_head(), **change})
     with pytest.raises(M.HeadError, match=message):
-        M.HeadMesh.load(tmp_path / "head.npz")
+        M.load_head(tmp_path / "head.npz")
 
 
 def test_head_mesh_missing_parts(tmp_path):
@@ -118,9 +119,19 @@ def test_head_mesh_missing_parts(tmp_path):
     del data["eye_vertices"]
     np.savez(tmp_path / "head.npz", **data)
     with pytest.raises(M.HeadError, match="lacks eye_vertices"):
-        M.HeadMesh.load(tmp_path / "head.npz")
+        M.load_head(tmp_path / "head.npz")
     with pytest.raises(M.HeadError, match="does not exist"):
-        M.HeadMesh.load(tmp_path / "none.npz")
+        M.load_head(tmp_path / "none.npz")
+
+
+def test_demo_head_file_measures_like_the_built_head(tmp_path):
+    demo = build_head("low")
+    loaded = M.load_head(save_npz(demo, tmp_path / "head.npz"))
+    rng = np.random.default_rng(0)
+    pred, true = rng.uniform(0, 1, (2, 5, 52)).astype(np.float32)
+    assert M.mesh_lve(loaded, pred, true) == M.mesh_lve(demo, pred, true) > 0
+    assert M.mesh_eve(loaded, pred, true) == M.mesh_eve(demo, pred, true) > 0
+    assert np.array_equal(drive(loaded, pred), drive(demo, pred))
 
 
 # -- the evaluate command -------------------------------------------------------------------------

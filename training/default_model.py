@@ -175,7 +175,7 @@ def measure(model: Path, work: Path) -> dict[str, Any]:
 def preset_effects(predictor: Predictor, head_path: Path) -> dict[str, float]:
     """Mean over frames of the largest eye/brow vertex displacement (mm) between each preset
     and neutral, on the bundled demo clip at full strength."""
-    head = M.HeadMesh.load(head_path)
+    head = M.load_head(head_path)
 
     def curves(preset: str) -> np.ndarray:
         controls = Controls(emotion=EmotionControl(source="preset", preset=preset),

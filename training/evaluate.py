@@ -83,8 +83,8 @@ class Accumulator:
             "mse": np.square(pred - true).mean(axis=1),
         }
         if self.head is not None:
-            per_frame["lve_mm"] = self.head.max_vertex_error(pred, true, self.head.lip_vertices)
-            per_frame["eve_mm"] = self.head.max_vertex_error(pred, true, self.head.eye_vertices)
+            per_frame["lve_mm"] = M.max_vertex_error(self.head, pred, true, self.head.lip_vertices)
+            per_frame["eve_mm"] = M.max_vertex_error(self.head, pred, true, self.head.eye_vertices)
         for key, values in per_frame.items():
             self.sums[key] = self.sums.get(key, 0.0) + float(values.sum())
         self.frames += pred.shape[0]
@@ -112,7 +112,7 @@ def evaluate(
     data_dir = Path(data_dir)
     if plots is not None:
         _matplotlib()  # fail before the long part, not after it
-    head_mesh = M.HeadMesh.load(head) if head is not None else None
+    head_mesh = M.load_head(head) if head is not None else None
     entries = [e for e in read_manifest(data_dir / manifest) if e.split == split]
     clips, skipped = D.validate_entries(entries, DataSection())
     if not clips:

@@ -1,8 +1,9 @@
 """Evaluation metrics (DESIGN.md section 8), numpy only.
 
 - LVE (lip vertex error): per frame, the largest L2 distance over the lip-region vertices of a
-  head mesh driven by the predicted vs the true coefficients; mean over frames; mm on a
-  real-size head. EVE: the same over eye and brow vertices.
+  head mesh (emotalk_core.head.HeadMesh, read by load_head) driven by the predicted vs the true
+  coefficients; mean over frames; mm on a real-size head. EVE: the same over eye and brow
+  vertices.
 - The same in coefficient space (no mesh needed): per frame, the largest absolute coefficient
   error over the lip channel group (`mouth*`, `jaw*`) or the eye channel group (`eye*`, `brow*`);
   mean over frames. Unit: blendshape weight (0..1).
@@ -18,7 +19,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import rankdata
@@ -26,6 +26,7 @@ from scipy.stats import rankdata
 from emotalk_core.arkit import CHANNELS, INDEX, NUM_CHANNELS
 from emotalk_core.config import FPS, SAMPLE_RATE
 from emotalk_core.errors import EmoTalkError
+from emotalk_core.head import HeadFileError, HeadMesh, load_npz
 from emotalk_core.phonetics.track import base_phone, frame_phones
 
 LIP_CHANNELS: tuple[int, ...] = tuple(
@@ -68,76 +69,32 @@ def _check_pair(pred: np.ndarray, true: np.ndarray) -> None:
 
 
 # -- mesh space -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HeadMesh:
-    """A linear blendshape head: vertices = base + sum_k w_k deltas[k], in mm."""
+def load_head(path: str | os.PathLike) -> HeadMesh:
+    """The head mesh for mm metrics (head.load_npz); every problem is a HeadError naming the
+    file."""
+    try:
+        return load_npz(path)
+    except HeadFileError as exc:
+        raise HeadError(str(exc), exc.hint) from exc
 
-    base: np.ndarray  # (V, 3)
-    deltas: np.ndarray  # (52, V, 3) in EmoTalk's channel order
-    lip_vertices: np.ndarray  # (L,) vertex indices
-    eye_vertices: np.ndarray  # (E,) vertex indices (eyes and brows)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> HeadMesh:
-        """Read an .npz with `base`, `deltas`, `lip_vertices`, `eye_vertices`; every problem is
-        a HeadError naming the file."""
-        file = Path(path)
-        try:
-            with np.load(file, allow_pickle=False) as data:
-                arrays = {k: np.asarray(data[k]) for k in data.files}
-        except FileNotFoundError as exc:
-            raise HeadError(f"head mesh {file} does not exist") from exc
-        except Exception as exc:  # zip and format errors of several types
-            raise HeadError(f"head mesh {file} is not a readable .npz: {exc}") from exc
-        missing = [k for k in ("base", "deltas", "lip_vertices", "eye_vertices")
-                   if k not in arrays]
-        if missing:
-            raise HeadError(f"head mesh {file} lacks {', '.join(missing)}",
-                            "it needs base (V,3), deltas (52,V,3), lip_vertices, eye_vertices")
-        return cls.checked(arrays["base"], arrays["deltas"], arrays["lip_vertices"],
-                           arrays["eye_vertices"], str(file))
-
-    @classmethod
-    def checked(cls, base, deltas, lip_vertices, eye_vertices, label: str = "head mesh"
-                ) -> HeadMesh:
-        base = np.asarray(base, dtype=np.float64)
-        deltas = np.asarray(deltas, dtype=np.float64)
-        if base.ndim != 2 or base.shape[1] != 3:
-            raise HeadError(f"{label}: base has shape {base.shape}, expected (V, 3)")
-        if deltas.shape != (NUM_CHANNELS, *base.shape):
-            raise HeadError(f"{label}: deltas have shape {deltas.shape}, expected "
-                            f"({NUM_CHANNELS}, {base.shape[0]}, 3)")
-        if not (np.isfinite(base).all() and np.isfinite(deltas).all()):
-            raise HeadError(f"{label}: base or deltas hold NaN/infinite values")
-        regions = []
-        for name, idx in (("lip_vertices", lip_vertices), ("eye_vertices", eye_vertices)):
-            idx = np.asarray(idx)
-            if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
-                raise HeadError(f"{label}: {name} must be a non-empty 1-D integer array")
-            if idx.min() < 0 or idx.max() >= base.shape[0]:
-                raise HeadError(f"{label}: {name} index out of range 0..{base.shape[0] - 1}")
-            regions.append(idx.astype(np.int64))
-        return cls(base, deltas, regions[0], regions[1])
-
-    def vertices(self, coeffs: np.ndarray) -> np.ndarray:
-        """coeffs (T, 52) -> vertex positions (T, V, 3) in mm."""
-        return self.base[None] + np.einsum("tk,kvc->tvc", coeffs, self.deltas)
-
-    def max_vertex_error(self, pred: np.ndarray, true: np.ndarray, region: np.ndarray
-                         ) -> np.ndarray:
-        """(T,) largest vertex distance over `region` per frame. Linear in the coefficients, so
-        the meshes' difference is the coefficient difference through the region's deltas."""
-        _check_pair(pred, true)
-        diff = np.einsum("tk,kvc->tvc", pred - true, self.deltas[:, region])  # (T, R, 3)
-        return np.sqrt(np.square(diff).sum(axis=2)).max(axis=1)
+def max_vertex_error(head: HeadMesh, pred: np.ndarray, true: np.ndarray, region: np.ndarray
+                     ) -> np.ndarray:
+    """(T,) largest vertex distance over `region` per frame between the head driven by `pred`
+    and by `true`. Linear in the coefficients, so the meshes' difference is the coefficient
+    difference through the region's deltas."""
+    _check_pair(pred, true)
+    deltas = head.deltas[:, region].astype(np.float64)  # a float32 head is measured in float64
+    diff = np.einsum("tk,kvc->tvc", pred - true, deltas)  # (T, R, 3)
+    return np.sqrt(np.square(diff).sum(axis=2)).max(axis=1)
 
 
 def mesh_lve(head: HeadMesh, pred: np.ndarray, true: np.ndarray) -> float:
-    return float(head.max_vertex_error(pred, true, head.lip_vertices).mean())
+    return float(max_vertex_error(head, pred, true, head.lip_vertices).mean())
 
 
 def mesh_eve(head: HeadMesh, pred: np.ndarray, true: np.ndarray) -> float:
-    return float(head.max_vertex_error(pred, true, head.eye_vertices).mean())
+    return float(max_vertex_error(head, pred, true, head.eye_vertices).mean())
 
 
 # -- lip closure ----------------------------------------------------------------------------------
