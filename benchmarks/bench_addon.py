@@ -11,11 +11,13 @@
     bound is printed beside it).
 (b) the backend round trip for the same 10 minutes EXCLUDING model compute: the real stdio
     server (`python -m emotalk_core serve` code) runs in a subprocess with `Predictor` replaced
-    by a stub that returns a precomputed 18,000 x 52 float32 array, so what is timed is the
+    by a stub that returns a precomputed 18,000 x 52 float32 array (resampled to the requested
+    rate), so what is timed is the
     request, float32 -> base64 -> JSON encoding, the pipe, JSON decoding, base64 -> numpy
-    decoding and channel reordering (`backend.decode_result`), and resampling to the scene's
-    rate. Measured through `protocol.Client` and through the add-on's own `BakeJob` (which polls
-    every 50 ms, as Blender's timer does), with an in-process breakdown of the steps.
+    decoding and channel reordering (`backend.decode_result`), and the server's resampling to
+    the scene's rate (as `Predictor` does). Measured through `client.Client` and through the
+    add-on's own `BakeJob` (which polls every 50 ms, as Blender's timer does), with an
+    in-process breakdown of the steps.
 
 Run from the repository root with the bpy module installed (PyPI bpy 5.0.1 in .venv):
 
@@ -46,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from emotalk_core import protocol  # noqa: E402
 from emotalk_core.arkit import CHANNELS  # noqa: E402
+from emotalk_core.client import Client  # noqa: E402
 
 FPS = 30
 SEED = 0
@@ -211,6 +214,7 @@ def per_key_insert_channel(key, column: np.ndarray, name: str) -> None:
 def stub_server() -> int:
     """The real server loop with `Predictor` replaced: no model, no audio, no compute."""
     from emotalk_core import inference
+    from emotalk_core.postprocess import resample
     from emotalk_core.server import serve
 
     class StubPredictor:
@@ -224,9 +228,11 @@ def stub_server() -> int:
                     "device": "cpu"}
 
         def predict(self, audio, *, start=None, end=None, fps=FPS, controls=None,
-                    progress=None, cancel=None) -> inference.Prediction:
-            return inference.Prediction(self.values, float(FPS), 0.0, CHANNELS,
-                                        {"neutral": 1.0})
+                    transcript=None, progress=None, cancel=None) -> inference.Prediction:
+            values = self.values
+            if fps != FPS:  # as Predictor does
+                values = resample(values, FPS, fps, round(values.shape[0] * fps / FPS))
+            return inference.Prediction(values, float(fps), 0.0, CHANNELS, {"neutral": 1.0})
 
     inference.Predictor = StubPredictor
     return serve()
@@ -248,7 +254,7 @@ def stub_python(folder: Path) -> str:
 def breakdown(values: np.ndarray) -> dict[str, float]:
     """The round trip's steps in this process, without a pipe (best of 5 each)."""
     from blender_addon.backend import decode_result
-    from blender_addon.timing import resample
+    from emotalk_core.postprocess import resample
 
     def encode() -> dict:
         return {"frames": values.shape[0], "fps": FPS, "channels": list(CHANNELS),
@@ -264,7 +270,7 @@ def breakdown(values: np.ndarray) -> dict[str, float]:
         "JSON decode (client)": timed(lambda: protocol.decode_message(
             line, protocol.MAX_RESULT_BYTES), 5)[0],
         "base64 -> numpy, reorder": timed(lambda: decode_result(result), 5)[0],
-        "resample 30 -> 24 fps": timed(lambda: resample(values, FPS, 24.0,
+        "resample 30 -> 24 fps (server)": timed(lambda: resample(values, FPS, 24.0,
                                                         values.shape[0] * 4 // 5), 5)[0],
         "raw float32 MB": values.nbytes / 1e6,
         "message MB": len(line) / 1e6,
@@ -278,7 +284,7 @@ def client_round_trip(frames: int, repeats: int) -> list[float]:
 
     want = reference_values(frames)
     walls = []
-    with protocol.Client(stub_command(), env=dict(os.environ, PYTHONUNBUFFERED="1")) as client:
+    with Client(stub_command(), env=dict(os.environ, PYTHONUNBUFFERED="1")) as client:
         client.initialize(f"stub:{frames}", "cpu", timeout=120)
         for _ in range(repeats):
             start = time.perf_counter()
@@ -291,7 +297,7 @@ def client_round_trip(frames: int, repeats: int) -> list[float]:
 
 
 def addon_round_trip(frames: int, repeats: int, folder: Path) -> list[float]:
-    """The add-on's own path: Backend + BakeJob.run (polling), decode, resample to 24 fps."""
+    """The add-on's own path: Backend + BakeJob.run (polling) of a 24 fps scene, decode."""
     from blender_addon import backend
 
     settings = backend.BackendSettings(stub_python(folder), f"stub:{frames}", "cpu")
@@ -323,11 +329,11 @@ def bench_round_trip(frames: int, repeats: int) -> dict[str, float]:
     print(f"    payload: {steps['raw float32 MB']:.2f} MB float32 -> {steps['message MB']:.2f} MB "
           "JSON line (base64)")
     for name in ("float32 -> base64", "JSON encode (server)", "JSON decode (client)",
-                 "base64 -> numpy, reorder", "resample 30 -> 24 fps"):
+                 "base64 -> numpy, reorder", "resample 30 -> 24 fps (server)"):
         row(f"in-process step: {name}", steps[name], unit="ms")
-    row("round trip: protocol.Client animate + decode_result", min(client), unit="ms",
+    row("round trip: client.Client animate + decode_result", min(client), unit="ms",
         extra=f"best of {repeats}; median {statistics.median(client) * 1e3:.1f} ms")
-    row("round trip: add-on BakeJob.run + resample to 24 fps", min(addon), unit="ms",
+    row("round trip: add-on BakeJob.run at 24 fps", min(addon), unit="ms",
         extra=f"best of {repeats}; median {statistics.median(addon) * 1e3:.1f} ms; polls "
         "every 50 ms")
     return {"client_best_ms": min(client) * 1e3, "addon_best_ms": min(addon) * 1e3,

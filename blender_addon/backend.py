@@ -2,8 +2,10 @@
 session, and a bake job that turns audio windows into curves at the scene's frame rate.
 
 bpy-free (numpy and the standard library only) so it is tested without Blender, against a real
-server. The wire protocol is `protocol.Client`, a verbatim copy of `emotalk_core/protocol.py` that
-`build_addon.py` places next to this file.
+server. It talks to the backend through `client.Client`; `client.py`, `protocol.py` and
+`controls.py` are verbatim copies of emotalk_core's that `build_addon.py` places next to this file.
+The backend computes the curves at the scene's frame rate; this side only fits them to the
+strip's frames.
 
 One state machine (`BakeJob.poll`) serves both callers: Blender's modal timer polls it, and the
 synchronous path (`bpy.app.background`, scripts) loops over the same `poll`, so both behave the
@@ -27,18 +29,15 @@ from typing import Any
 
 import numpy as np
 
-try:  # the installed extension carries verbatim copies of these two modules
-    from . import arkit, protocol
+try:  # the installed extension carries verbatim copies of these modules
+    from . import arkit, client, protocol
 except ImportError:  # running from the source tree: the originals
-    from emotalk_core import arkit, protocol
-
-from .timing import resample
+    from emotalk_core import arkit, client, protocol
 
 ENV_PYTHON = "EMOTALK_PYTHON"
 ENV_MODEL = "EMOTALK_MODEL"
 CLIENT_NAME = "emotalk-blender"
 BUILD_INFO = "build_info.json"  # written into the zip by build_addon.py
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class BakeError(Exception):
@@ -114,7 +113,7 @@ def resolve_model(preference: str = "") -> str:
 
 def resolve_settings(python: str = "", model: str = "", device: str = "auto") -> BackendSettings:
     return BackendSettings(resolve_python(python), resolve_model(model),
-                           device if device in DEVICES else "auto")
+                           device if device in protocol.DEVICES else "auto")
 
 
 LOG_NAME = re.compile(r"^backend-(\d+)\.log$")
@@ -156,43 +155,6 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-# -- controls -------------------------------------------------------------------------------------
-def controls_dict(
-    *,
-    emotion_source: str = "audio",
-    preset: str | None = None,
-    reference: str | None = None,
-    strength: float = 1.0,
-    level: float = 1.0,
-    person: int = 0,
-    second_person: int | None = None,
-    person_mix: float = 0.5,
-    smooth: bool = True,
-    blinks: bool = True,
-    seed: int = 0,
-    clamp: bool = True,
-    mouth_amplitude: float = 1.0,
-) -> dict[str, Any]:
-    """The protocol's `controls`. Defaults equal `emotalk predict`'s, so a bake with an
-    untouched panel gives the same curves as the command line. `person_mix` is the second
-    person's share of a convex mix."""
-    emotion: dict[str, Any] = {"source": emotion_source, "strength": float(strength)}
-    if emotion_source == "preset":
-        emotion["preset"] = preset
-    if emotion_source == "reference":
-        emotion["reference"] = reference
-    controls: dict[str, Any] = {
-        "emotion": emotion, "level": float(level), "person": int(person),
-        "postprocess": {"smooth": bool(smooth), "blinks": bool(blinks), "seed": int(seed),
-                        "clamp": bool(clamp), "mouth_amplitude": float(mouth_amplitude)},
-    }
-    mix = float(person_mix)
-    if second_person is not None and second_person != person and mix > 0.0:
-        weights = {str(person): 1.0 - mix, str(second_person): mix}
-        controls["person_weights"] = {k: w for k, w in weights.items() if w > 0.0}
-    return controls
-
-
 # -- one backend process --------------------------------------------------------------------------
 class Backend:
     """A running `python -m emotalk_core serve` and what it reported at `initialize`."""
@@ -204,7 +166,7 @@ class Backend:
         env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
         env.pop("PYTHONHOME", None)  # Blender's, if set, would break another interpreter
         try:
-            self.client = protocol.Client(python=settings.python, log_path=self.log_path,
+            self.client = client.Client(python=settings.python, log_path=self.log_path,
                                           env=env)
         except protocol.BackendError as exc:  # the interpreter exists but cannot run
             raise BakeError(f"cannot start the backend with {settings.python}: {exc}") from exc
@@ -227,10 +189,6 @@ class Backend:
         except protocol.BackendError as exc:
             raise BakeError(describe_error(exc, self)) from exc
         return self.info
-
-    @property
-    def model_fps(self) -> float:
-        return float(((self.info or {}).get("model") or {}).get("fps") or 30.0)
 
     def close(self) -> None:
         self.client.close(grace=2.0)
@@ -339,7 +297,7 @@ class BakeJob:
         self.results: list[Curves] = []
         self.error: BakeError | None = None
         self.finished = False
-        self._call: protocol.Call | None = None
+        self._call: client.Call | None = None
         self._initializing = False
         self._message = "starting the backend"
 
@@ -418,28 +376,27 @@ class BakeJob:
         return self.requests[len(self.results)]
 
     def _start_next(self) -> None:
-        client = self.backend.client
+        running = self.backend.client
         if self.backend.info is None:
             self._initializing = True
             self._message = f"loading the model ({self.backend.settings.model})"
-            self._call = client.start_call(protocol.METHOD_INITIALIZE,
+            self._call = running.start_call(protocol.METHOD_INITIALIZE,
                                            self.backend.initialize_params())
             return
         req = self._current
         self._message = f"{req.label}: starting"
-        params = protocol.animate_params(req.path, req.start, req.end, self.backend.model_fps,
+        params = protocol.animate_params(req.path, req.start, req.end, req.scene_fps,
                                          self.controls, req.transcript)
-        self._call = client.start_call(protocol.METHOD_ANIMATE, params)
+        self._call = running.start_call(protocol.METHOD_ANIMATE, params)
 
     def _decode(self, req: AnimateRequest, result: Any) -> Curves:
         try:
             values = decode_result(result)
-            rate = float(result["fps"])
         except (KeyError, TypeError, ValueError, protocol.ProtocolError) as exc:
             raise BakeError(f"{req.label}: the backend sent an unreadable result ({exc})") from exc
         if values.shape[0] == 0:
             raise BakeError(f"{req.label}: the backend returned no frames for this strip")
-        curves = resample(values, rate, req.scene_fps, req.frame_count)
+        curves = fit_frames(values, req.frame_count)
         probabilities = ((result.get("emotion") or {}).get("probabilities")) or {}
         source = result.get("phoneSource")
         return Curves(req, curves, {str(k): float(v) for k, v in probabilities.items()},
@@ -455,6 +412,16 @@ def result_warnings(result: dict[str, Any]) -> list[str]:
 def bake_warnings(results: Sequence[Curves]) -> list[str]:
     """Every strip's warnings, each naming its strip."""
     return [f"{c.request.label}: {w}" for c in results for w in c.warnings]
+
+
+def fit_frames(values: np.ndarray, count: int) -> np.ndarray:
+    """The first `count` frames of a strip's curves (the backend rounds the window's length up
+    to whole frames); a strip's last frame may reach just past the audio, and then holds the
+    audio's last frame."""
+    if values.shape[0] >= count:
+        return values[:count]
+    held = np.repeat(values[-1:], count - values.shape[0], axis=0)
+    return np.concatenate([values, held])
 
 
 def decode_result(result: dict[str, Any]) -> np.ndarray:

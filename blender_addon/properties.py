@@ -22,8 +22,11 @@ from bpy.props import (
 from . import transcripts
 from .mapping import CHANNELS
 
-NUM_PERSONS = 24
-PRESETS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+try:  # the installed extension carries a verbatim copy of emotalk_core/controls.py
+    from . import controls
+except ImportError:  # running from the source tree: the original
+    from emotalk_core import controls
+
 EMOTION_SOURCES = (
     ("audio", "From Speech", "Emotion of the clip itself (as the paper does)"),
     ("preset", "Preset", "Move towards a stored emotion prototype"),
@@ -42,17 +45,19 @@ class EMOTALK_PG_settings(bpy.types.PropertyGroup):
 
     emotion_source: EnumProperty(name="Emotion", items=EMOTION_SOURCES, default="audio")
     preset: EnumProperty(name="Preset", default="happy",
-                         items=[(p, p.title(), f"The '{p}' emotion prototype") for p in PRESETS])
+                         items=[(p, p.title(), f"The '{p}' emotion prototype")
+                                for p in controls.PRESET_NAMES])
     reference: StringProperty(name="Reference", subtype="FILE_PATH",
                               description="Audio clip whose emotion to use")
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
                             description="Blend from the clip's own emotion (0) to the chosen (1)")
     level: FloatProperty(name="Intensity", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
                          description="Expression intensity: 0 normal, 1 strong")
-    person: IntProperty(name="Style", default=0, min=0, max=NUM_PERSONS - 1,
+    person: IntProperty(name="Style", default=0, min=0, max=controls.NUM_STYLES - 1,
                         description="Personal speaking style (one of the training speakers)")
     use_second_person: BoolProperty(name="Mix a Second Style", default=False)
-    second_person: IntProperty(name="Second Style", default=1, min=0, max=NUM_PERSONS - 1)
+    second_person: IntProperty(name="Second Style", default=1, min=0,
+                               max=controls.NUM_STYLES - 1)
     person_mix: FloatProperty(name="Mix", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
                               description="Share of the second style")
     smooth: BoolProperty(name="Smoothing", default=True,
@@ -121,15 +126,20 @@ def overrides_of(obj: bpy.types.Object) -> dict[str, str | None]:
             for o in getattr(obj, "emotalk_overrides", ()) if o.shape_key}
 
 
-def controls_from(settings: EMOTALK_PG_settings) -> dict:
-    """The protocol's controls from the panel."""
-    from .backend import controls_dict
+# The panel's settings that `controls.panel_values` / `controls.from_panel` exchange.
+PANEL_SETTINGS = ("emotion_source", "preset", "reference", "strength", "level", "person",
+                  "use_second_person", "second_person", "person_mix", "smooth", "blinks", "seed",
+                  "clamp", "mouth_amplitude")
 
-    return controls_dict(
-        emotion_source=settings.emotion_source, preset=settings.preset,
-        reference=bpy.path.abspath(settings.reference) if settings.reference else None,
-        strength=settings.strength, level=settings.level, person=settings.person,
-        second_person=settings.second_person if settings.use_second_person else None,
-        person_mix=settings.person_mix, smooth=settings.smooth, blinks=settings.blinks,
-        seed=settings.seed, clamp=settings.clamp, mouth_amplitude=settings.mouth_amplitude,
-    )
+
+def controls_from(settings: EMOTALK_PG_settings) -> dict:
+    """The protocol's controls from the panel (reference path made absolute)."""
+    values = {name: getattr(settings, name) for name in PANEL_SETTINGS}
+    values["reference"] = bpy.path.abspath(settings.reference) if settings.reference else None
+    try:
+        return controls.from_panel(values).to_dict()
+    except controls.ControlError as exc:
+        from .backend import BakeError
+
+        raise BakeError(str(exc)) from exc
+

@@ -1,4 +1,4 @@
-"""Sound strip timing -> the audible window in the sound file, and 30 fps curves -> scene frames.
+"""Sound strip timing -> the audible window in the sound file and the scene frames it keys.
 
 bpy-free so the arithmetic is tested without Blender: `strips.py` copies a strip's numbers into
 a `StripTiming` and everything else happens here.
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import numpy as np
 
 EPSILON = 1e-6  # seconds; below any sample period, above float noise
 
@@ -93,31 +91,6 @@ def audible_window(strip: StripTiming, fps: float) -> AudioWindow:
     if right <= first or (end is not None and end <= start + EPSILON):
         raise TimingError(f"strip '{strip.name}' shows none of its sound")
     return AudioWindow(start=start, end=end, first_frame=first, frame_count=right - first)
-
-
-def resample(values: np.ndarray, src_fps: float, dst_fps: float, num_frames: int) -> np.ndarray:
-    """Linear interpolation from `src_fps` to `dst_fps`, giving `num_frames` frames.
-
-    The same rule as `emotalk_core.postprocess.resample` (the tests compare them), so a bake in
-    Blender equals `emotalk predict --fps`: frame i is at i / dst_fps, times past the last source
-    frame hold its value (a strip's last frame may reach just past the audio).
-    """
-    data = np.asarray(values, dtype=np.float64)
-    if data.ndim != 2:
-        raise ValueError(f"values must be (frames, channels), got shape {data.shape}")
-    if num_frames <= 0:
-        return np.zeros((0, data.shape[1]), dtype=np.float32)
-    if data.shape[0] == 0:
-        raise ValueError("cannot resample an empty clip")
-    if src_fps == dst_fps:
-        held = np.minimum(np.arange(num_frames), data.shape[0] - 1)
-        return data[held].astype(np.float32)
-    position = np.minimum(np.arange(num_frames, dtype=np.float64) * (src_fps / dst_fps),
-                          data.shape[0] - 1)
-    lower = np.floor(position).astype(np.int64)
-    upper = np.minimum(lower + 1, data.shape[0] - 1)
-    weight = (position - lower)[:, None]
-    return (data[lower] * (1.0 - weight) + data[upper] * weight).astype(np.float32)
 
 
 def check_overlaps(windows: list[tuple[str, AudioWindow]]) -> None:

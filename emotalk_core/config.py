@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .controls import NUM_STYLES, PRESET_NAMES
 from .errors import ModelError
 
 SAMPLE_RATE = 16000
@@ -19,8 +20,6 @@ FPS = 30
 
 # Labels of the released emotion classifier (r-f/wav2vec-english-speech-emotion-recognition).
 RELEASED_EMOTION_LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-# The eight RAVDESS categories, used for presets and by our own models' classifiers.
-PRESET_NAMES = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
 # Classes of the optional phone head: silence and the 39 ARPAbet phones (no stress digits).
 PHONE_LABELS = (
     "SIL", "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G",
@@ -200,7 +199,7 @@ class ModelConfig:
     level_dim: int = 32
     person_dim: int = 32
     num_levels: int = 2
-    num_persons: int = 24
+    num_persons: int = NUM_STYLES
     num_channels: int = 52
     name: str = "emotalk"
     # Inference windows: clips up to `window_frames` run in one pass (5000 is the release's

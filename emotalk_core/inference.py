@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,167 +23,16 @@ from . import audio as audio_io
 from .arkit import CHANNELS
 from .checkpoint import LoadedModel, load_model
 from .config import FPS, SAMPLE_RATE
+from .controls import Controls, EmotionControl, finite_in
 from .errors import Cancelled, ControlError, ResourceError
 from .model import EmoTalk, level_weights
 from .model.common import interpolate_frames
 from .phonetics import PhoneTrack, phone_track
 from .phonetics.track import aligned_closures
-from .postprocess import PostProcess, apply, resample
+from .postprocess import apply, resample
 
 ProgressCallback = Callable[[int, int, str], None]
 CancelCheck = Callable[[], bool]
-EMOTION_SOURCES = ("audio", "reference", "preset")
-# Person weights are relative shares (normalised to sum to one); a bound keeps their sum far
-# inside float32, where the network mixes them.
-MAX_PERSON_WEIGHT = 1e6
-
-
-# -- controls -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EmotionControl:
-    """Where the emotion features come from, and how far to move towards them.
-
-    source "audio": the clip's own emotion (the paper). "reference": another clip's emotion
-    features (the paper's cross-reconstruction at inference). "preset": a stored prototype.
-    `strength` in [0, 1] blends from the clip's own features (0) to the chosen ones (1).
-    """
-
-    source: str = "audio"
-    preset: str | None = None
-    reference: str | os.PathLike | None = None
-    strength: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or self.source not in EMOTION_SOURCES:
-            raise ControlError(f"unknown emotion source {_shown(self.source)}; "
-                               f"use one of {', '.join(EMOTION_SOURCES)}")
-        if self.preset is not None and not isinstance(self.preset, str):
-            raise ControlError(f"emotion preset must be a name (text), got "
-                               f"{_shown(self.preset)}")
-        if self.reference is not None and not isinstance(self.reference, str | os.PathLike):
-            raise ControlError(f"emotion reference must be a file path (text), got "
-                               f"{_shown(self.reference)}")
-        if not _is_number(self.strength) or not _finite_in(self.strength, 0.0, 1.0):
-            raise ControlError(f"emotion strength must be within [0, 1], got {self.strength}")
-        if self.source == "preset" and not self.preset:
-            raise ControlError("emotion source 'preset' needs a preset name (--emotion NAME)")
-        if self.source == "reference" and not self.reference:
-            raise ControlError("emotion source 'reference' needs a reference clip "
-                               "(--emotion-reference FILE)")
-
-
-@dataclass(frozen=True)
-class Controls:
-    """Everything a user can set besides the audio (DESIGN.md section 4)."""
-
-    emotion: EmotionControl = field(default_factory=EmotionControl)
-    level: float = 1.0  # intensity: 0 normal, 1 strong, interpolated between
-    person: int = 0  # personal style, used when person_weights is None
-    person_weights: dict[int, float] | None = None  # a convex mix of styles
-    postprocess: PostProcess | None = field(default_factory=PostProcess)  # None: raw output
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.emotion, EmotionControl):
-            raise ControlError(f"emotion must be an EmotionControl, got {_shown(self.emotion)}")
-        if not _is_number(self.level) or not _finite_in(self.level, 0.0, 1.0):
-            raise ControlError(f"level (intensity) must be a number within [0, 1], got "
-                               f"{_shown(self.level)}")
-        if not _is_integer(self.person):
-            raise ControlError(f"person must be an integer (a style index), got "
-                               f"{_shown(self.person)}")
-        if self.person_weights is not None:
-            _check_person_weights(self.person_weights)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Controls:
-        """Controls from their JSON form (the stdio protocol's `controls`, docs/protocol.md).
-        Every problem, a wrong type or an unknown key included, is a ControlError that names
-        the key."""
-        values = _object_fields(data, "controls", {f.name for f in fields(cls)})
-        if "emotion" in values:
-            values["emotion"] = EmotionControl(**_object_fields(
-                values["emotion"], "controls.emotion", {f.name for f in fields(EmotionControl)}))
-        if values.get("person_weights") is not None:
-            values["person_weights"] = _person_weights(values["person_weights"])
-        if values.get("postprocess", {}) is not None:
-            values["postprocess"] = PostProcess(**_object_fields(
-                values.get("postprocess"), "controls.postprocess",
-                {f.name for f in fields(PostProcess)}))
-        return cls(**values)
-
-
-def _object_fields(data: Any, where: str, known: set[str]) -> dict[str, Any]:
-    """A JSON object's members (None: no members) whose keys are all `known`."""
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ControlError(f"{where} must be an object, got {_shown(data)}")
-    unknown = sorted(str(k) for k in set(data) - known)
-    if unknown:
-        raise ControlError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))[:200]}; "
-                           f"known: {', '.join(sorted(known))}")
-    return dict(data)
-
-
-def _person_weights(data: Any) -> dict[int, float]:
-    """`{"3": 0.5, "7": 0.5}` (keys: person indices as text or integers) as {3: 0.5, 7: 0.5}."""
-    if not isinstance(data, dict):
-        raise ControlError(f'person_weights must be an object like {{"3": 0.5, "7": 0.5}}, '
-                           f"got {_shown(data)}")
-    weights: dict[int, float] = {}
-    for key, value in data.items():
-        index = key if _is_integer(key) else _index_text(key)
-        if not _is_number(value):
-            raise ControlError(f"person_weights: the weight of person {key!r:.20} must be a "
-                               f"number, got {_shown(value)}")
-        weights[int(index)] = float(value)
-    return weights
-
-
-def _index_text(key: Any) -> int:
-    text = key.strip() if isinstance(key, str) else ""
-    if not (text.isascii() and text.lstrip("-").isdigit() and len(text) <= 12):
-        raise ControlError(f"person_weights keys must be person indices such as \"3\", got "
-                           f"{_shown(key)}")
-    return int(text)
-
-
-def _check_person_weights(weights: Any) -> None:
-    if not isinstance(weights, dict) or not weights:
-        raise ControlError("person weights are empty; give at least one person:weight")
-    if any(not _is_integer(k) for k in weights):
-        raise ControlError("person weights must map person indices (integers) to weights")
-    if any(not _is_number(w) or not _finite_in(w, 0.0, MAX_PERSON_WEIGHT)
-           for w in weights.values()):
-        raise ControlError(f"person weights must be numbers within [0, {MAX_PERSON_WEIGHT:g}] "
-                           "(shares; they are normalised to sum to one)")
-    if sum(weights.values()) <= 0:
-        raise ControlError("person weights must not all be zero")
-
-
-def _finite_in(x: float, low: float, high: float) -> bool:
-    try:
-        return math.isfinite(float(x)) and low <= float(x) <= high
-    except (TypeError, ValueError, OverflowError):
-        return False
-
-
-def _is_number(value: Any) -> bool:
-    """A real number, not a boolean nor text (JSON's true is not 1, "0.5" is not 0.5)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-
-
-def _shown(value: Any) -> str:
-    """A value for a one-line message, as JSON would name it, at most 80 characters."""
-    kinds = {dict: "an object", list: "a list", type(None): "null"}
-    if type(value) in kinds:
-        return kinds[type(value)]
-    text = f"the text {value!r}" if isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass
@@ -276,7 +124,7 @@ class Predictor:
         warning in the result). `phones`: phone timings the caller already has (times from
         `start`), used instead of decoding or aligning. Raises EmoTalkError subclasses only."""
         controls = controls or Controls()
-        if not _finite_in(fps, 1.0, 1000.0):
+        if not finite_in(fps, 1.0, 1000.0):
             raise ControlError(f"fps must be within [1, 1000], got {fps}")
         run = _Run(progress, cancel)
         # Cheap checks of the controls first, so a bad request fails before audio is read.

@@ -15,14 +15,13 @@ numpy and scipy only: the add-on side and tools without torch may import this mo
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import savgol_filter
 
 from .arkit import BLINK_CHANNELS, INDEX, MOUTH_CHANNELS, NUM_CHANNELS
 from .config import FPS
+from .controls import PostProcess, checked_count, checked_real
 from .errors import ControlError
 
 # Savitzky-Golay settings of the released EmoTalk demo.
@@ -37,40 +36,6 @@ BLINK_FIRST_LATEST = 3.0
 BLINK_CLOSE = 0.07  # eyelid closing: fast
 BLINK_HOLD = 0.03  # fully closed
 BLINK_OPEN = 0.15  # eyelid opening: slower
-BLINK_DURATION = BLINK_CLOSE + BLINK_HOLD + BLINK_OPEN
-
-MAX_MOUTH_AMPLITUDE = 3.0
-
-
-@dataclass(frozen=True)
-class PostProcess:
-    """The post-processing controls (DESIGN.md section 4). Validated on construction so that a
-    bad request fails before any model work starts."""
-
-    smooth: bool = True
-    blinks: bool = True
-    seed: int = 0
-    clamp: bool = True
-    mouth_amplitude: float = 1.0
-    # Shut the lips where a model with a lip-contact output is confident they touch.
-    articulate: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("smooth", "blinks", "clamp", "articulate"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise ControlError(
-                    f"post-processing: {name} must be true or false, got {getattr(self, name)!r}"
-                )
-            object.__setattr__(self, name, bool(getattr(self, name)))
-        object.__setattr__(self, "seed", _check_seed(self.seed))
-        amplitude = _check_real(self.mouth_amplitude, "post-processing: mouth_amplitude")
-        if not 0.0 <= amplitude <= MAX_MOUTH_AMPLITUDE:
-            raise ControlError(
-                f"post-processing: mouth_amplitude must be between 0 and "
-                f"{MAX_MOUTH_AMPLITUDE:g}, got {amplitude:g}"
-            )
-        object.__setattr__(self, "mouth_amplitude", amplitude)
-
 
 def smooth(values: np.ndarray) -> np.ndarray:
     """Savitzky-Golay (window 5, order 2) along time on every channel, as the released EmoTalk
@@ -107,7 +72,7 @@ def blink_peaks(num_frames: int, fps: float = FPS, seed: int = 0) -> list[int]:
     2..6 s; only blinks that fit completely inside the clip are kept, so a clip never ends
     with the eyes shut."""
     rate = _check_fps(fps, "fps")
-    rng = np.random.default_rng(_check_seed(seed))
+    rng = np.random.default_rng(checked_count(seed, "blink seed"))
     lo = math.ceil(BLINK_MIN_INTERVAL * rate - 1e-9)
     hi = math.floor(BLINK_MAX_INTERVAL * rate + 1e-9)
     first = rng.uniform(BLINK_FIRST_EARLIEST, BLINK_FIRST_LATEST) + BLINK_CLOSE
@@ -147,7 +112,7 @@ def scale_mouth(values: np.ndarray, amplitude: float) -> np.ndarray:
     """Multiply the mouth and jaw channels (arkit.MOUTH_CHANNELS) by `amplitude`: the
     animator's control for mumbled or over-articulated speech. Other channels are untouched."""
     data = _checked_values(values).astype(np.float32)
-    factor = _check_real(amplitude, "mouth amplitude")
+    factor = checked_real(amplitude, "mouth amplitude")
     if factor < 0.0:
         raise ControlError(f"mouth amplitude must not be negative, got {factor:g}")
     data[:, list(MOUTH_CHANNELS)] *= np.float32(factor)
@@ -242,7 +207,7 @@ def resample(values: np.ndarray, src_fps: float, dst_fps: float, num_frames: int
     data = _checked_values(values)
     src = _check_fps(src_fps, "source fps")
     dst = _check_fps(dst_fps, "target fps")
-    count = _check_count(num_frames)
+    count = checked_count(num_frames, "number of frames")
     if count == 0:
         return np.zeros((0, NUM_CHANNELS), dtype=np.float32)
     if data.shape[0] == 0:
@@ -277,33 +242,8 @@ def _checked_values(values: np.ndarray) -> np.ndarray:
     return data
 
 
-def _check_real(value: object, what: str) -> float:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise ControlError(f"{what} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ControlError(f"{what} must be finite, got {number}")
-    return number
-
-
 def _check_fps(value: object, what: str) -> float:
-    rate = _check_real(value, what)
+    rate = checked_real(value, what)
     if rate <= 0.0:
         raise ControlError(f"{what} must be positive, got {rate:g}")
     return rate
-
-
-def _check_seed(value: object) -> int:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
-        raise ControlError(f"blink seed must be a whole number, got {value!r}")
-    if int(value) < 0:
-        raise ControlError(f"blink seed must not be negative, got {int(value)}")
-    return int(value)
-
-
-def _check_count(value: object) -> int:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
-        raise ControlError(f"number of frames must be a whole number, got {value!r}")
-    if int(value) < 0:
-        raise ControlError(f"number of frames must not be negative, got {int(value)}")
-    return int(value)

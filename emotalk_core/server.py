@@ -37,13 +37,13 @@ from typing import IO, Any
 from . import __version__
 from . import protocol as p
 from .arkit import CHANNELS
+from .controls import Controls
 from .errors import Cancelled, EmoTalkError
 
 log = logging.getLogger("emotalk.server")
 
 HEARTBEAT_S = 0.5  # resend the latest progress this often while a request runs
 PROGRESS_MIN_INTERVAL_S = 0.1  # at most this many fresh progress messages per second
-DEVICES = ("auto", "cpu", "cuda")
 
 
 # -- entry point ----------------------------------------------------------------------------------
@@ -398,8 +398,6 @@ class Server:
         log.info("loaded model %s on %s", model, predictor.device)
 
     def animate(self, params: dict[str, Any], job: _Job) -> dict[str, Any]:
-        from .inference import Controls
-
         audio = params.get("audio")
         if not isinstance(audio, dict):
             raise _bad_params('animate needs "audio": {"path", "start", "end"}')

@@ -16,8 +16,8 @@ import soundfile as sf
 from blender_addon import backend, mapping, timing, transcripts
 from emotalk_core import protocol
 from emotalk_core.arkit import CHANNELS
-from emotalk_core.inference import Controls, Predictor
-from emotalk_core.postprocess import resample as core_resample
+from emotalk_core.controls import Controls, PostProcess
+from emotalk_core.inference import Predictor
 from tests.conftest import speechlike
 
 
@@ -179,22 +179,17 @@ def test_overlapping_strips_are_refused():
         timing.check_overlaps([("b", b), ("a", a)])
 
 
-@pytest.mark.parametrize("dst", [24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 60.0])
-@pytest.mark.parametrize("count", [0, 1, 37, 90])
-def test_resample_equals_the_backend_rule(dst, count):
-    values = np.random.default_rng(1).random((60, 52)).astype(np.float32)
-    ours = timing.resample(values, 30.0, dst, count)
-    assert ours.dtype == np.float32 and ours.shape == (count, 52)
-    np.testing.assert_array_equal(ours, core_resample(values, 30.0, dst, count))
+def test_backend_frames_fit_the_strip():
+    """The backend computes the curves at the scene's rate; the strip takes its frame count of
+    them, holding the audio's last frame where the strip reaches past it."""
+    values = np.arange(4 * 52, dtype=np.float32).reshape(4, 52)
+    np.testing.assert_array_equal(backend.fit_frames(values, 3), values[:3])
+    longer = backend.fit_frames(values, 6)
+    np.testing.assert_array_equal(longer[:4], values)
+    np.testing.assert_array_equal(longer[4:], values[[3, 3]])
 
 
-def test_resample_places_frame_i_at_i_over_fps():
-    ramp = np.repeat((np.arange(31) / 30.0)[:, None], 52, axis=1)  # value = time in seconds
-    out = timing.resample(ramp, 30.0, 24.0, 30)
-    np.testing.assert_allclose(out[:, 0], np.minimum(np.arange(30) / 24.0, 1.0), atol=1e-6)
-
-
-# -- backend: interpreter, model, controls --------------------------------------------------------
+# -- backend: interpreter, model --------------------------------------------------------
 def test_resolve_python_order(monkeypatch, tmp_path):
     monkeypatch.delenv(backend.ENV_PYTHON, raising=False)
     monkeypatch.setenv(backend.ENV_PYTHON, "/env/python")
@@ -232,22 +227,6 @@ def test_resolve_model_order(monkeypatch):
     assert backend.resolve_model("/prefs/model") == "/prefs/model"
     monkeypatch.setenv(backend.ENV_MODEL, "/env/model")
     assert backend.resolve_model("/prefs/model") == "/env/model"
-
-
-def test_default_controls_equal_emotalk_predict():
-    assert Controls.from_dict(backend.controls_dict()) == Controls()
-
-
-def test_controls_mix_and_preset():
-    c = Controls.from_dict(backend.controls_dict(
-        emotion_source="preset", preset="happy", strength=0.5, level=0.25, person=3,
-        second_person=7, person_mix=0.25, blinks=False, seed=4, mouth_amplitude=1.5))
-    assert c.emotion.preset == "happy" and c.emotion.strength == 0.5 and c.level == 0.25
-    assert c.person_weights == {3: 0.75, 7: 0.25}
-    assert not c.postprocess.blinks and c.postprocess.seed == 4
-    assert backend.controls_dict(person=3, second_person=3).get("person_weights") is None
-    assert backend.controls_dict(person=3, second_person=5, person_mix=1.0)["person_weights"] \
-        == {"5": 1.0}
 
 
 def test_decode_result_reorders_by_name():
@@ -338,7 +317,7 @@ def request(path, start=0.25, end=1.5, frames=30, fps=24.0, label="strip"):
 
 
 def test_job_matches_predictor(live, clip, tiny_model_dir):
-    controls = backend.controls_dict(level=0.5, person=2, seed=3)
+    controls = Controls(level=0.5, person=2, postprocess=PostProcess(seed=3)).to_dict()
     reqs = [request(clip), request(clip, 1.0, None, 24, 25.0, "tail")]
     seen = []
     results = backend.BakeJob(live, reqs, controls).run(on_progress=seen.append)

@@ -1,5 +1,5 @@
 """The stdio backend as a real process (`python -m emotalk_core serve`), spoken to through
-`protocol.Client` and through raw pipes (for messages no well-behaved client would send)."""
+`client.Client` and through raw pipes (for messages no well-behaved client would send)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch
 
 from emotalk_core import __version__
 from emotalk_core import protocol as p
+from emotalk_core.client import Client
 from emotalk_core.arkit import CHANNELS
 
 from .conftest import speechlike
@@ -100,7 +101,7 @@ def raw(tmp_path):
 def client(tiny_model_dir, tmp_path_factory):
     """One initialized backend shared by the module's tests (each start costs a torch import)."""
     log = tmp_path_factory.mktemp("server") / "backend.log"
-    c = p.Client(SERVE, log_path=log, env=child_env(), cwd=ROOT)
+    c = Client(SERVE, log_path=log, env=child_env(), cwd=ROOT)
     c.initialize(tiny_model_dir, "cpu", client_name="pytest", timeout=TIMEOUT)
     yield c
     assert c.close(grace=20) == 0, c.log_tail()
@@ -488,7 +489,7 @@ def test_the_server_exits_0_on_sigint_while_idle(raw):
 def test_the_backend_runs_in_its_own_process_group():
     """A Ctrl-C in the terminal goes to the foreground process group: the client's, not the
     backend's, so a batch decides what to stop."""
-    c = p.Client(SERVE, env=child_env(), cwd=ROOT)
+    c = Client(SERVE, env=child_env(), cwd=ROOT)
     try:
         assert os.getpgid(c.process.pid) != os.getpgid(0)
         assert os.getsid(c.process.pid) == c.process.pid
@@ -577,7 +578,7 @@ def test_shutdown_and_exit_with_a_model_loaded(tmp_path, tiny_model_dir):
 
 def test_client_sees_a_killed_backend():
     """Calls to a killed backend fail at once, naming its exit status (no hang)."""
-    c = p.Client(SERVE, env=child_env(), cwd=ROOT)
+    c = Client(SERVE, env=child_env(), cwd=ROOT)
     try:
         handle = c.start_call("shutdown")
         handle.wait(timeout=TIMEOUT)

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emotalk_core.config import PRESET_NAMES
+from emotalk_core.controls import NUM_STYLES, PRESET_NAMES
 from emotalk_core.phonetics.espeak import VoiceSettings
 
 EMOTIONS: tuple[str, ...] = PRESET_NAMES
-NUM_PERSONS = 24
+NUM_PERSONS = NUM_STYLES  # one synthetic speaker per style
 # Share of the strong rendering used for intensity 0 (face and voice offsets alike).
 NORMAL_SCALE = 0.55
 # Zero-phase low-pass (7-tap Hann, half amplitude at 2 kHz) for darker voices.
