@@ -16,6 +16,7 @@ network it must fit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,8 +30,7 @@ import torch
 
 from .config import RELEASED_EMOTION_LABELS, ModelConfig, Wav2Vec2EncoderConfig
 from .errors import EmoTalkError, ModelError, OutputError, ResourceError
-from .export import final_mode
-from .files import check_writable, new_partial, probe, read_json, refuse_inputs, require_file, shown
+from .files import atomic_path, check_writable, probe, read_json, refuse_inputs, require_file, shown
 from .model import EmoTalk
 
 FORMAT = "emotalk-model"
@@ -131,25 +131,17 @@ def save_model(
         "presets": list(presets),
         "metadata": metadata or {},
     }
-    staged: list[tuple[Path, Path]] = []
-    try:
+    names = [WEIGHTS_FILE, *([PRESETS_FILE] if presets else []), CONFIG_FILE]
+    with contextlib.ExitStack() as files:
+        # Every file is renamed into place only after all were written, in the reverse order of
+        # entering: the weights first, config.json last.
+        partial = {name: files.enter_context(atomic_path(out / name)) for name in reversed(names)}
         state = {k: _stored(v, storage_dtype) for k, v in model.state_dict().items()}
-        weights = _staged(out, WEIGHTS_FILE, lambda p: save_file(state, p))
-        staged.append((weights, out / WEIGHTS_FILE))
+        save_file(state, str(partial[WEIGHTS_FILE]))
         if presets:
             stack = torch.stack([presets[n].detach().float().cpu() for n in presets])
-            staged.append((_staged(out, PRESETS_FILE,
-                                   lambda p: save_file({"prototypes": stack.contiguous()}, p)),
-                           out / PRESETS_FILE))
-        text = json.dumps(header, indent=2)
-        staged.append((_staged(out, CONFIG_FILE, lambda p: Path(p).write_text(text)),
-                       out / CONFIG_FILE))
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, final in staged:
-        os.replace(tmp, final)
+            save_file({"prototypes": stack.contiguous()}, str(partial[PRESETS_FILE]))
+        partial[CONFIG_FILE].write_text(json.dumps(header, indent=2))
     if not presets:
         (out / PRESETS_FILE).unlink(missing_ok=True)
     return out
@@ -160,18 +152,6 @@ def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     if dtype is not None and tensor.is_floating_point():
         tensor = tensor.to(dtype)
     return tensor.contiguous()
-
-
-def _staged(folder: Path, name: str, write) -> Path:
-    fd, tmp = new_partial(folder / name)
-    os.close(fd)
-    try:
-        write(str(tmp))
-        os.chmod(tmp, final_mode(folder / name))  # partial files are private (0600)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 def read_header(directory: Path) -> dict[str, Any]:

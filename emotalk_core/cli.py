@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ControlError, EmoTalkError
+from .errors import EXIT_ERROR, ControlError, EmoTalkError, report_error
 from .files import probe, require_file
 
-EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
@@ -42,9 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_raises():
             return int(args.func(args) or 0)
     except EmoTalkError as exc:
-        hint = f" ({exc.detail})" if exc.detail and exc.detail != exc.message else ""
-        print(f"emotalk: error: {exc.message}{hint}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(exc, "emotalk")
     except KeyboardInterrupt:
         print("emotalk: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -11,23 +11,23 @@
 Live Link Face orders its columns differently from EmoTalk (eyes first, and JawRight before
 JawLeft, MouthRight before MouthLeft), so columns are always matched by name, never by position.
 
-Files are written atomically (`atomic_write`): a crash, an exception or Ctrl-C leaves either the
-old file or the complete new one, never a truncated file that a batch bake would mistake for a
-result. numpy and the standard library only, so the add-on side can import this module.
+Files are written atomically (`files.atomic_write`): a crash, an exception or Ctrl-C leaves
+either the old file or the complete new one, never a truncated file that a batch bake would
+mistake for a result. numpy and the standard library only, so the add-on side can import this
+module.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -35,12 +35,11 @@ from .arkit import CHANNELS, NUM_CHANNELS, channel_index
 from .config import FPS
 from .errors import OutputError
 from .files import (
+    atomic_write,
     check_writable,
-    new_partial,
+    checked_target,
     probe,
-    refuse_inputs,
     require_file,
-    require_folder,
     shown,
 )
 
@@ -48,7 +47,6 @@ __all__ = [
     "LIVE_LINK_FACE_CHANNELS",
     "LIVE_LINK_FACE_ROTATIONS",
     "SUPPORTED_EXTENSIONS",
-    "atomic_write",
     "read_curves",
     "write_curves",
 ]
@@ -80,95 +78,6 @@ DEFAULT_NPY_FPS = float(FPS)  # .npy files carry no frame rate; EmoTalk's curves
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-@contextlib.contextmanager
-def atomic_write(
-    path: str | os.PathLike[str],
-    mode: str = "wb",
-    *,
-    encoding: str = "utf-8",
-    inputs: Sequence[str | os.PathLike[str] | None] = (),
-) -> Iterator[IO[Any]]:
-    """Open a partial file beside `path` (`files.new_partial`); on success fsync it and rename
-    it over `path`.
-
-    On any exception, KeyboardInterrupt included, the partial file is removed and a file that
-    already existed at `path` is left untouched. `mode` is "wb" or "w" (text: `encoding`, no
-    newline translation, so "\\n" is written as is). OS errors become `OutputError`, and so
-    does a `path` that is one of `inputs` (the files the output is made from).
-    """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_write mode must be 'wb' or 'w', not {mode!r}")
-    target = _checked_target(path, inputs)
-    fd, tmp = new_partial(target)
-    owned = False  # whether a file object has taken over (and will close) the descriptor
-    try:
-        text = {} if mode == "wb" else {"encoding": encoding, "newline": ""}
-        with os.fdopen(fd, mode, **text) as handle:
-            owned = True
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, final_mode(target))
-        os.replace(tmp, target)
-    except BaseException as exc:
-        if not owned:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OutputError(
-                f"cannot write {target}: {exc.strerror or exc}; check free space and permissions"
-            ) from exc
-        raise
-    _fsync_folder(target.parent)
-
-
-def _checked_target(
-    path: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str] | None] = ()
-) -> Path:
-    """The output path, after checking that its folder exists, that it is not a folder itself
-    and that it is none of the `inputs`."""
-    target = Path(os.fspath(path))
-    require_folder(target.parent, "output folder", OutputError,
-                   "create it or choose another path")
-    if os.path.isdir(target):
-        raise OutputError(f"cannot write {shown(target)}: it is a folder; choose a file name")
-    refuse_inputs(target, inputs)
-    return target
-
-
-def final_mode(target: Path) -> int:
-    """Permissions for the new file: the old file's, else what open() would give (umask)."""
-    try:
-        return target.stat().st_mode & 0o7777
-    except OSError:
-        return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would race with other threads)."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    return 0o022
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the platform allows syncing a directory (POSIX)."""
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-# ---------------------------------------------------------------------------------------------
 # Writing
 
 
@@ -187,7 +96,7 @@ def write_curves(
     written path.
     """
     target = _checked_extension(path)
-    _checked_target(target, inputs)
+    checked_target(target, inputs)
     writer = _WRITERS[target.suffix.lower()]
     data = _checked_values(values, target)
     rate = _checked_fps(fps, target)
@@ -205,7 +114,7 @@ def check_output_path(
     extension, a missing or read-only folder, one of the `inputs` as the output, or too little
     free space for `frames` frames."""
     target = _checked_extension(path)
-    _checked_target(target, inputs)
+    checked_target(target, inputs)
     check_writable(target, estimated_size(target, frames))
     return target
 

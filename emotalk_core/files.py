@@ -9,6 +9,9 @@
   its target and renames it over the target when complete. A writer killed by SIGKILL leaves
   it behind; `new_partial` removes such files of dead writers on this host when a process first
   writes into the same folder, so leftovers last only until the next run writes there.
+- `atomic_write` / `atomic_path`: the one way every file is written. A crash, an exception or
+  Ctrl-C leaves either the old file or the complete new one (synced to disk, with the old
+  file's permissions or the usual ones for a new file), never a truncated file.
 - `check_writable`: a folder that can take a file of a given size, checked before long work.
 - `read_json`: a small JSON file, with every way it can fail as the caller's own error.
 
@@ -27,9 +30,9 @@ import socket
 import stat
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import EmoTalkError, OutputError
 
@@ -175,7 +178,8 @@ _cleaned: set[str] = set()  # folders already cleaned by this process
 _cleaned_lock = threading.Lock()
 
 
-def new_partial(target: Path, extension: str = "") -> tuple[int, Path]:
+def new_partial(target: Path, extension: str = "",
+                error: type[EmoTalkError] = OutputError) -> tuple[int, Path]:
     """An open descriptor and the path of a new partial file beside `target` (same folder, so
     the final rename is atomic), after removing the partial files that dead writers left
     there. `extension` is kept at the end of the name (Blender saves only `.blend` names)."""
@@ -187,7 +191,7 @@ def new_partial(target: Path, extension: str = "") -> tuple[int, Path]:
     except OSError as exc:
         hint = ("choose a shorter name (the partial file adds about 40 characters)"
                 if exc.errno == errno.ENAMETOOLONG else "check its permissions and free space")
-        raise OutputError(f"cannot write {shown(target)}: {os_reason(exc)}; {hint}") from exc
+        raise error(f"cannot write {shown(target)}: {os_reason(exc)}; {hint}") from exc
     return fd, Path(name)
 
 
@@ -240,10 +244,7 @@ def check_writable(target: Path, need_bytes: int = 0, extension: str = "",
     folder = target.parent
     require_folder(folder, "output folder", error)
     probe(target, "output file", error)  # a name too long for the file system fails here
-    try:
-        fd, path = new_partial(target, extension)
-    except OutputError as exc:
-        raise error(exc.message) from exc
+    fd, path = new_partial(target, extension, error)
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(path)
@@ -266,3 +267,98 @@ def _size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} bytes"
+
+
+# -- atomic writes ------------------------------------------------------------------------------
+def checked_target(path: str | os.PathLike[str],
+                   inputs: Iterable[str | os.PathLike[str] | None] = (),
+                   error: type[EmoTalkError] = OutputError) -> Path:
+    """The output path, after checking that its folder exists, that it is not a folder itself
+    and that it is none of the `inputs`."""
+    target = Path(os.fspath(path))
+    require_folder(target.parent, "output folder", error, "create it or choose another path")
+    if os.path.isdir(target):
+        raise error(f"cannot write {shown(target)}: it is a folder; choose a file name")
+    refuse_inputs(target, inputs, error=error)
+    return target
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, extension: str = "",
+                inputs: Iterable[str | os.PathLike[str] | None] = (),
+                error: type[EmoTalkError] = OutputError) -> Iterator[Path]:
+    """The path of a partial file beside `path`, for writers that take a path (a library's
+    save function, another program). When the block ends normally the partial file is synced,
+    given its final permissions and renamed over `path`; on any exception, KeyboardInterrupt
+    included, it is removed and a file already at `path` is left untouched. OS errors become
+    `error`, and so does a `path` that is one of `inputs` (the files the output is made from).
+    `extension` ends the partial file's name, for writers that choose a format by it."""
+    target = checked_target(path, inputs, error)
+    fd, partial = new_partial(target, extension, error)
+    os.close(fd)
+    try:
+        yield partial
+        _fsync_file(partial)
+        os.chmod(partial, _final_mode(target))  # partial files are private (0600)
+        os.replace(partial, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        if isinstance(exc, OSError):
+            raise error(f"cannot write {shown(target)}: {exc.strerror or exc}; check free "
+                        "space and permissions") from exc
+        raise
+    _fsync_folder(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, encoding: str = "utf-8",
+                 inputs: Iterable[str | os.PathLike[str] | None] = (),
+                 error: type[EmoTalkError] = OutputError) -> Iterator[IO[Any]]:
+    """`atomic_path` with the partial file open: `mode` "wb", or "w" for text in `encoding`
+    with no newline translation ("\\n" is written as is on every platform)."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write mode must be 'wb' or 'w', not {mode!r}")
+    text = {} if mode == "wb" else {"encoding": encoding, "newline": ""}
+    with (
+        atomic_path(path, inputs=inputs, error=error) as partial,
+        open(partial, mode, **text) as handle,
+    ):
+        yield handle
+
+
+def _fsync_file(path: Path) -> None:
+    """Put the file's data on disk before the rename publishes it: after a power loss the
+    target is then the old file or the complete new one, not an empty one."""
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _final_mode(target: Path) -> int:
+    """Permissions for the new file: the old file's, else what open() would give (umask)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race with other threads)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable where the platform allows syncing a directory (POSIX)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -28,8 +28,8 @@ from typing import Any
 
 from .config import PRESET_NAMES
 from .errors import EmoTalkError
-from .export import final_mode
-from .files import new_partial
+from .files import atomic_write
+from .protocol import INVALID_PARAMS
 
 SPLITS = ("train", "val", "test")
 INTENSITIES = (0, 1)
@@ -45,7 +45,7 @@ PATH_KEYS = ("blendshapes", "phones")  # optional paths
 class ManifestError(EmoTalkError):
     """A manifest that cannot be read or written, or an entry that breaks its rules."""
 
-    code = -32602
+    code = INVALID_PARAMS
 
     def __init__(
         self,
@@ -119,9 +119,10 @@ def write_manifest(path: str | os.PathLike[str], entries: Iterable[ManifestEntry
     lines = [json.dumps(_record(e, target.parent), ensure_ascii=False) + "\n" for e in items]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(target, "".join(lines))
     except OSError as exc:
         raise ManifestError(f"cannot write manifest {target}: {exc}", path=target) from exc
+    with atomic_write(target, "w", error=ManifestError) as handle:
+        handle.write("".join(lines))
 
 
 def entries_by_split(entries: Iterable[ManifestEntry]) -> dict[str, list[ManifestEntry]]:
@@ -264,24 +265,6 @@ def _check_unique(entries: list[ManifestEntry], target: Path) -> None:
                 f"manifest {target}: clip_id {entry.clip_id!r} appears twice", path=target
             )
         seen.add(entry.clip_id)
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    """A partial file in the same folder (same file system), flushed, then renamed over the
-    target. Partial files are private (0600); give it the old file's mode, or what open()
-    would give when new, so that a shared dataset stays readable."""
-    mode = final_mode(target)
-    fd, temp = new_partial(target)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from emotalk_core import checkpoint as ckpt
 from emotalk_core import export, files
 from emotalk_core.cli import main
 from emotalk_core.errors import AudioError, ControlError, ModelError, OutputError
-from emotalk_core.export import atomic_write, write_curves
+from emotalk_core.export import write_curves
+from emotalk_core.files import atomic_write
 from emotalk_core.inference import Controls
 
 from .conftest import speechlike, tiny_wav2vec2_fields
@@ -469,7 +470,7 @@ def test_partial_files_of_dead_writers_are_removed_by_the_next_write(tmp_path):
 def test_a_killed_writer_leaves_a_partial_file_that_the_next_run_removes(tmp_path):
     code = f"""
         import os, signal
-        from emotalk_core.export import atomic_write
+        from emotalk_core.files import atomic_write
         with atomic_write({str(tmp_path / 'take.npy')!r}) as handle:
             handle.write(b"x" * 1_000_000)
             handle.flush()

@@ -1,4 +1,5 @@
-"""Tests of emotalk_core.export: the three curve formats, columns by name, and atomic writes."""
+"""Tests of emotalk_core.export: the three curve formats, columns by name, and atomic writes
+(emotalk_core.files.atomic_write, which every writer uses)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from emotalk_core import export
 from emotalk_core.arkit import CHANNELS, INDEX
 from emotalk_core.errors import OutputError
-from emotalk_core.export import atomic_write, read_curves, write_curves
+from emotalk_core.export import read_curves, write_curves
+from emotalk_core.files import atomic_write
 
 # The header of a Live Link Face take, as the iOS app writes it (typed out independently of
 # export.LIVE_LINK_FACE_CHANNELS so that a change there is caught).

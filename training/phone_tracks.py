@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from emotalk_core.audio import load_audio
 from emotalk_core.errors import EmoTalkError
-from emotalk_core.export import atomic_write
+from emotalk_core.files import atomic_write
 from emotalk_core.manifest import ManifestEntry
 
 CACHE_FOLDER = "phone_loop"

@@ -43,8 +43,6 @@ Phones = list[tuple[str, float, float]]
 class PhoneDecodingError(EmoTalkError):
     """pocketsphinx is missing or failed on the audio."""
 
-    code = -32603
-
 
 _decoder = None
 _decoder_lock = threading.Lock()
