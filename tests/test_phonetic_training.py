@@ -15,10 +15,11 @@ from emotalk_core.checkpoint import load_model, save_model
 from emotalk_core.inference import Predictor
 from emotalk_core.manifest import read_manifest, write_manifest
 from emotalk_core.model import EmoTalk
-from emotalk_core.phonetics.track import ALIGNED_OFFSET, NO_PHONE
-from training import data as D
+from emotalk_core.phonetics.track import ALIGNED_OFFSET, NO_PHONE, track_classes
 from training import phone_tracks
+from training.clips import inspect_clip, load_split_clips, read_phone_file
 from training.config import ConfigError, DataSection, build_model_config, load_config
+from training.dataset import PairDataset, collate
 from training.losses import contact_loss
 from training.train import init_from_model, run
 
@@ -53,33 +54,33 @@ def test_phone_loop_cache_is_made_next_to_the_manifest(corpus):
     stored = json.loads(phone_tracks.cache_path(folder, entries[0].clip_id).read_text())
     assert stored["phones"] and all(len(p) == 3 for p in stored["phones"])
     seconds = stored["phones"][-1][2]
-    assert seconds == pytest.approx(D.inspect_clip(entries[0], DataSection()).seconds, abs=0.01)
+    assert seconds == pytest.approx(inspect_clip(entries[0], DataSection()).seconds, abs=0.01)
 
 
 def test_samples_carry_the_loop_track_or_the_aligned_one(corpus):
     manifest = corpus / "manifest.jsonl"
     entries = read_manifest(manifest)
     phone_tracks.build(manifest, entries, jobs=1)
-    clips, _ = D.load_split_clips(manifest, DataSection(), ["train"])
+    clips, _ = load_split_clips(manifest, DataSection(), ["train"])
     train = clips["train"]
     folder = phone_tracks.cache_dir(manifest)
     aligned_only = DataSection(aligned_track_probability=1.0, track_dropout=0.0, cross_pairs=False)
     loop_only = DataSection(aligned_track_probability=0.0, track_dropout=0.0, cross_pairs=False)
     m_index = 22 + ALIGNED_OFFSET  # an aligned "M" (22 in PHONE_LABELS)
-    sample = D.PairDataset(train, aligned_only, ("neutral", "happy", "sad"), 0,
+    sample = PairDataset(train, aligned_only, ("neutral", "happy", "sad"), 0,
                            track_dir=folder)[(0, 0, 0)]
     assert sample.track_a is not None and sample.track_a.shape[0] == sample.target_self.shape[0]
     assert sample.track_a[0] == m_index and sample.track_a[-1] != m_index
-    loop = D.PairDataset(train, loop_only, ("neutral", "happy", "sad"), 0,
+    loop = PairDataset(train, loop_only, ("neutral", "happy", "sad"), 0,
                          track_dir=folder)[(0, 0, 0)]
     cached = phone_tracks.cache_path(folder, train[0].clip_id)
-    expected = D.track_classes(D.read_phone_file(cached), loop.track_a.shape[0])
+    expected = track_classes(read_phone_file(cached), loop.track_a.shape[0])
     np.testing.assert_array_equal(loop.track_a, expected)
-    batch = D.collate([sample, loop])
+    batch = collate([sample, loop])
     assert batch["track_a"].shape[0] == 2 and batch["track_lengths_a"].tolist() == [
         sample.track_a.shape[0], loop.track_a.shape[0]]
-    plain = D.PairDataset(train, loop_only, ("neutral", "happy", "sad"), 0)[(0, 0, 0)]
-    assert plain.track_a is None and D.collate([plain])["track_a"] is None
+    plain = PairDataset(train, loop_only, ("neutral", "happy", "sad"), 0)[(0, 0, 0)]
+    assert plain.track_a is None and collate([plain])["track_a"] is None
 
 
 def test_contact_loss_targets_closed_lips():

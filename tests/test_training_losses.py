@@ -7,8 +7,8 @@ import torch
 
 from emotalk_core.model.emotalk import TrainingOutputs
 from training import losses as L
+from training.clips import IGNORE_LABEL
 from training.config import LossSection
-from training.data import IGNORE_LABEL
 
 
 def _padded(lengths: list[int], frames: int, seed: int = 0) -> torch.Tensor:

@@ -206,7 +206,7 @@ def test_evaluate_identical_model_scores_zero(tmp_path, monkeypatch):
 def test_evaluate_empty_split(tiny_model_dir, tmp_path):
     data = tmp_path / "data"
     make_corpus(data, persons=1, contents=1, val_contents=0)
-    assert E.main(["--model", str(tiny_model_dir), "--data", str(data), "--device", "cpu"]) == 2
+    assert E.main(["--model", str(tiny_model_dir), "--data", str(data), "--device", "cpu"]) == 1
 
 
 def test_evaluate_aligns_transcripts_or_says_why_not(tiny_model_dir, tmp_path):

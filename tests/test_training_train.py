@@ -229,7 +229,7 @@ def test_full_config_trains_with_pretrained_wav2vec2_folders(corpus, tmp_path):
 
 
 def test_phone_head_trains_and_validation_reports_lip_closure(tmp_path):
-    from .test_training_data import alternating_phones, with_phones
+    from .test_training_dataset import alternating_phones, with_phones
 
     make_corpus(tmp_path / "data", persons=1, contents=2, val_contents=1, seconds=(0.8, 1.0))
     with_phones(tmp_path / "data" / "manifest.jsonl", alternating_phones)

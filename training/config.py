@@ -41,6 +41,7 @@ from emotalk_core.config import (
     Wav2Vec2EncoderConfig,
 )
 from emotalk_core.errors import EmoTalkError
+from emotalk_core.protocol import INVALID_PARAMS
 
 ENCODER_KINDS = ("compact", "wav2vec2")
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -50,7 +51,7 @@ SELECT_BY = ("loss", "lip_closure_auc")
 class ConfigError(EmoTalkError):
     """A training configuration that cannot be read or breaks a rule."""
 
-    code = -32602
+    code = INVALID_PARAMS
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ import torch
 from emotalk_core.audio import load_audio
 from emotalk_core.checkpoint import DEFAULT_MODEL_DIR, load_model, save_model
 from emotalk_core.config import SAMPLE_RATE
-from emotalk_core.errors import EmoTalkError
+from emotalk_core.errors import EmoTalkError, report_error
 from emotalk_core.head import build_head, save_npz
 from emotalk_core.inference import Controls, EmotionControl, Predictor
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
@@ -237,10 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         report = measure(model, args.work)
         export(model, args.out, report)
     except EmoTalkError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.detail != exc.message:
-            print(f"  {exc.detail}", file=sys.stderr)
-        return 2
+        return report_error(exc, p.prog)
     lip = report["lip_sync"]["real_val"]
     for name in ("model", "model_transcript"):
         log(f"held-out real speech, {name}: lip-closure AUC {lip[name]['auc']:.3f}, closure "

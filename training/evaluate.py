@@ -34,12 +34,23 @@ import numpy as np
 
 from emotalk_core.arkit import INDEX
 from emotalk_core.audio import load_audio, num_frames
-from emotalk_core.errors import EmoTalkError
+from emotalk_core.errors import EmoTalkError, report_error
 from emotalk_core.manifest import ManifestEntry, read_manifest
 from emotalk_core.phonetics.track import frame_phones
 
-from . import data as D
 from . import metrics as M
+from .clips import (
+    IGNORE_LABEL,
+    ClipError,
+    ClipInfo,
+    DataError,
+    Skipped,
+    fit_curves,
+    label_index,
+    read_curves,
+    read_phone_file,
+    validate_entries,
+)
 from .config import DataSection
 
 PLOT_CHANNELS = ("jawOpen", "mouthClose", "mouthSmileLeft", "browInnerUp", "eyeBlinkLeft")
@@ -52,7 +63,7 @@ def clip_frame_phones(data_dir: Path, entry: ManifestEntry, audio: np.ndarray, f
     phone_file = entry.phones or data_dir / "phones" / f"{entry.clip_id}.json"
     transcript = data_dir / "transcripts" / f"{entry.clip_id}.txt"
     if Path(phone_file).is_file():
-        phones = D.read_phone_file(Path(phone_file))
+        phones = read_phone_file(Path(phone_file))
     elif transcript.is_file():
         from emotalk_core.phonetics.align import (
             align_phones,  # pocketsphinx: only needed for transcripts
@@ -114,9 +125,9 @@ def evaluate(
         _matplotlib()  # fail before the long part, not after it
     head_mesh = M.load_head(head) if head is not None else None
     entries = [e for e in read_manifest(data_dir / manifest) if e.split == split]
-    clips, skipped = D.validate_entries(entries, DataSection())
+    clips, skipped = validate_entries(entries, DataSection())
     if not clips:
-        raise D.DataError(f"{data_dir / manifest}: split {split!r} has no usable clip with "
+        raise DataError(f"{data_dir / manifest}: split {split!r} has no usable clip with "
                           f"target curves ({len(entries)} listed, {len(skipped)} skipped)")
     predictor = Predictor(model, device=device)
     labels = predictor.emotion_labels
@@ -126,8 +137,8 @@ def evaluate(
     for n, clip in enumerate(tqdm(clips, desc=f"evaluating {split}", disable=None)):
         try:
             audio, true = _load(clip)
-        except (D.ClipError, EmoTalkError) as exc:
-            skipped.append(D.Skipped(clip.clip_id, str(exc)))
+        except (ClipError, EmoTalkError) as exc:
+            skipped.append(Skipped(clip.clip_id, str(exc)))
             continue
         try:
             phones = clip_frame_phones(data_dir, clip.entry, audio, true.shape[0])
@@ -140,8 +151,8 @@ def evaluate(
         pred = result.values
         record: dict[str, Any] = {"clip_id": e.clip_id, "frames": int(pred.shape[0])}
         record.update(acc.add(pred, true))
-        label = D.label_index(e.emotion, labels)
-        if label != D.IGNORE_LABEL:
+        label = label_index(e.emotion, labels)
+        if label != IGNORE_LABEL:
             guess = max(result.emotion_probabilities, key=result.emotion_probabilities.get)
             record["emotion"], record["emotion_predicted"] = labels[label], guess
             acc.emotion_clips += 1
@@ -158,9 +169,9 @@ def evaluate(
     return report
 
 
-def _load(clip: D.ClipInfo) -> tuple[np.ndarray, np.ndarray]:
+def _load(clip: ClipInfo) -> tuple[np.ndarray, np.ndarray]:
     audio = load_audio(clip.entry.audio)
-    curves = D.fit_curves(D.read_curves(Path(clip.entry.blendshapes)), num_frames(audio.size),
+    curves = fit_curves(read_curves(Path(clip.entry.blendshapes)), num_frames(audio.size),
                           DataSection().length_tolerance_frames, str(clip.entry.blendshapes))
     return audio, curves
 
@@ -273,10 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = evaluate(args.model, args.data, args.split, args.head, args.plots, args.device,
                           args.manifest, args.max_plots)
     except EmoTalkError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.detail != exc.message:
-            print(f"  {exc.detail}", file=sys.stderr)
-        return 2
+        return report_error(exc, p.prog)
     print(format_table(report))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -25,13 +25,13 @@ import numpy as np
 from tqdm import tqdm
 
 from emotalk_core.audio import load_audio, num_frames
-from emotalk_core.errors import EmoTalkError
+from emotalk_core.errors import EmoTalkError, report_error
 from emotalk_core.manifest import read_manifest
 from emotalk_core.phonetics import loop
 from emotalk_core.phonetics.track import frame_phones
 
-from . import data as D
 from . import metrics as M
+from .clips import DataError, fit_curves, read_curves, read_phone_file
 
 
 def phone_loop_opening(samples: np.ndarray, frames: int) -> np.ndarray:
@@ -51,7 +51,7 @@ def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
     entries = [e for e in read_manifest(data_dir / "manifest.jsonl")
                if e.split == split and e.phones is not None]
     if not entries:
-        raise D.DataError(f"{data_dir}: split {split!r} has no clip with phones")
+        raise DataError(f"{data_dir}: split {split!r} has no clip with phones")
     predictor = Predictor(model, device=device)
     texts = Path(transcripts_dir) if transcripts_dir else data_dir / "transcripts"
     scores = M.LipSyncScores.empty()
@@ -59,8 +59,8 @@ def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
     for entry in tqdm(entries, desc=f"lip sync ({split})", disable=None):
         audio = load_audio(entry.audio)
         frames = num_frames(audio.size)
-        phones = D.read_phone_file(Path(entry.phones))
-        teacher = D.fit_curves(D.read_curves(Path(entry.blendshapes)), frames, 3,
+        phones = read_phone_file(Path(entry.phones))
+        teacher = fit_curves(read_curves(Path(entry.blendshapes)), frames, 3,
                                str(entry.blendshapes))
         values = {"model": M.aperture(predictor.predict(audio, sample_rate=16000).values),
                   "teacher": M.aperture(teacher),
@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(args.model, args.data, args.split,
                           transcripts=not args.no_transcripts, transcripts_dir=args.transcripts)
     except EmoTalkError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        return report_error(exc, p.prog)
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from emotalk_core.model.emotalk import TrainingOutputs
 
+from .clips import IGNORE_LABEL
 from .config import LossSection
-from .data import IGNORE_LABEL
 from .metrics import aperture
 
 PARTS = ("cross", "self", "velocity", "emotion", "phone", "aperture", "contact")

@@ -28,6 +28,7 @@ from emotalk_core.config import FPS, SAMPLE_RATE
 from emotalk_core.errors import EmoTalkError
 from emotalk_core.head import HeadFileError, HeadMesh, load_npz
 from emotalk_core.phonetics.track import base_phone, frame_phones
+from emotalk_core.protocol import INVALID_PARAMS
 
 LIP_CHANNELS: tuple[int, ...] = tuple(
     i for i, n in enumerate(CHANNELS) if n.startswith(("mouth", "jaw"))
@@ -43,7 +44,7 @@ BILABIALS = frozenset({"P", "B", "M"})
 class HeadError(EmoTalkError):
     """A head-mesh file that cannot be used for mm metrics."""
 
-    code = -32602
+    code = INVALID_PARAMS
 
 
 # -- coefficient space ----------------------------------------------------------------------------

@@ -65,6 +65,8 @@ from pathlib import Path
 import numpy as np
 
 from emotalk_core.audio import load_audio, num_frames
+from emotalk_core.errors import EmoTalkError, report_error
+from emotalk_core.files import atomic_path
 from emotalk_core.manifest import ManifestEntry, write_manifest
 from emotalk_core.phonetics import align
 from emotalk_core.phonetics.phonemes import TimedPhone
@@ -411,10 +413,9 @@ def fetch_flite(cache: Path) -> list[RawClip]:
         path = root / "wav" / f"{voice}-{i:04d}.wav"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".partial.wav")
-            _run([str(binary), "-voice", voice, "--setf", f"duration_stretch={stretch:.3f}",
-                  "-t", text, "-o", str(partial)], root, env)  # fmt: skip
-            os.replace(partial, path)
+            with atomic_path(path, extension=".wav") as partial:
+                _run([str(binary), "-voice", voice, "--setf", f"duration_stretch={stretch:.3f}",
+                      "-t", text, "-o", str(partial)], root, env)  # fmt: skip
         clips.append(RawClip("flite", voice, f"{i:04d}", path, text))
     return clips
 
@@ -650,8 +651,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
         raise SystemExit(f"unknown source(s) {unknown}; choose from {SOURCES}")
-    entries = build(args.out, sources, args.seed, _parse_splits(args.split), args.cache,
-                    args.jobs, progress=not args.quiet, limit=args.limit)  # fmt: skip
+    try:
+        entries = build(args.out, sources, args.seed, _parse_splits(args.split), args.cache,
+                        args.jobs, progress=not args.quiet, limit=args.limit)  # fmt: skip
+    except EmoTalkError as exc:
+        return report_error(exc, parser.prog)
     counts = {s: sum(e.split == s for e in entries) for s in ("train", "val", "test")}
     print(f"{len(entries)} clips in {args.out} ({counts}); see {Path(args.out) / 'SOURCES.md'}")
     return 0

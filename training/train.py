@@ -55,13 +55,14 @@ from emotalk_core.checkpoint import (
     save_model,
 )
 from emotalk_core.config import ModelConfig
-from emotalk_core.errors import EmoTalkError
+from emotalk_core.errors import EmoTalkError, report_error
+from emotalk_core.files import atomic_write
 from emotalk_core.manifest import ManifestEntry, write_manifest
 from emotalk_core.model import EmoTalk, level_weights, one_hot_weights
 
-from . import data as D
 from . import metrics as M
 from . import phone_tracks
+from .clips import IGNORE_LABEL, ClipInfo, DataError, Skipped, load_split_clips, subsample
 from .config import (
     ConfigError,
     ModelSection,
@@ -69,6 +70,7 @@ from .config import (
     build_model_config,
     load_config,
 )
+from .dataset import BucketBatches, PairDataset, collate, train_loader, validation_batches
 from .losses import PARTS, training_loss
 from .metrics import EYE_CHANNELS, LIP_CHANNELS
 
@@ -83,7 +85,7 @@ class RunResult:
     stopped: str  # "steps" | "max_steps" | "signal"
     best_val_loss: float | None
     run_dir: Path
-    skipped: list[D.Skipped] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -390,11 +392,11 @@ class Trainer:
         manifest = self.data_dir / d.manifest
         splits = [d.train_split] + ([d.val_split] if self.cfg.train.val_interval else [])
         try:
-            clips, skipped = D.load_split_clips(manifest, d, splits)
-        except D.DataError as exc:
+            clips, skipped = load_split_clips(manifest, d, splits)
+        except DataError as exc:
             if f"split {d.val_split!r}" not in exc.message:
                 raise
-            raise D.DataError(exc.message, "add validation clips to the manifest, or train "
+            raise DataError(exc.message, "add validation clips to the manifest, or train "
                               "without validation: --set train.val_interval=0") from exc
         for s in skipped:
             self.skipped[s.clip_id] = s.reason
@@ -402,15 +404,15 @@ class Trainer:
         labels, phones = model_cfg.emotion_labels, model_cfg.phone_labels
         self.train_clips = clips[d.train_split]
         track_dir = self._phone_loop_tracks(manifest, clips) if model_cfg.phone_input else None
-        self.train_set = D.PairDataset(self.train_clips, d, labels, cfg.seed, cfg.augment,
+        self.train_set = PairDataset(self.train_clips, d, labels, cfg.seed, cfg.augment,
                                        phone_labels=phones, track_dir=track_dir)
         keys, lengths = self.train_set.epoch_items()
-        self.batches = D.BucketBatches(lengths, d.batch_size, d.bucket_batches, cfg.seed,
+        self.batches = BucketBatches(lengths, d.batch_size, d.bucket_batches, cfg.seed,
                                        self.dist.rank, self.dist.world, keys=keys)
         self.val_set = None
         if self.cfg.train.val_interval:
-            val = D.subsample(clips[d.val_split], d.val_max_clips)
-            self.val_set = D.PairDataset(val, d, labels, cfg.seed, None,
+            val = subsample(clips[d.val_split], d.val_max_clips)
+            self.val_set = PairDataset(val, d, labels, cfg.seed, None,
                                          donors=self.train_clips + val, train=False,
                                          phone_labels=phones, track_dir=track_dir)
         self.log(f"data: {len(self.train_clips)} training clips "
@@ -423,7 +425,7 @@ class Trainer:
         if len(skipped) > 20:
             self.log(f"  ... and {len(skipped) - 20} more (see {self.out / 'skipped.json'})")
 
-    def _phone_loop_tracks(self, manifest: Path, clips: dict[str, list[D.ClipInfo]]) -> Path:
+    def _phone_loop_tracks(self, manifest: Path, clips: dict[str, list[ClipInfo]]) -> Path:
         """The phone-loop cache of the clips (made where missing, by the main process; the
         other ranks wait for it)."""
         if self.dist.main:
@@ -483,7 +485,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.cfg.source and Path(self.cfg.source).is_file():
             shutil.copyfile(self.cfg.source, self.out / "config.toml")
-        (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        write_text(self.out / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
         (self.out / "metrics.jsonl").write_text("")
 
     # .. resume ..
@@ -568,7 +570,7 @@ class Trainer:
 
     # .. the loop ..
     def batches_from_loader(self) -> Iterator[dict[str, Any]]:
-        loader = D.train_loader(self.train_set, self.batches, self.epoch, self.position,
+        loader = train_loader(self.train_set, self.batches, self.epoch, self.position,
                                 self.cfg.data.num_workers)
         yield from loader
 
@@ -682,10 +684,10 @@ class Trainer:
         self.net.eval()
         sums = torch.zeros(len(PARTS) + 7, dtype=torch.float64)
         closure = M.ClosureScores.empty()
-        keys = D.validation_batches(self.val_set, self.cfg.data.batch_size, self.dist.rank,
+        keys = validation_batches(self.val_set, self.cfg.data.batch_size, self.dist.rank,
                                     self.dist.world)
         for batch_keys in keys:
-            batch = D.collate([self.val_set[k] for k in batch_keys])
+            batch = collate([self.val_set[k] for k in batch_keys])
             sums += self._val_batch(batch, closure)
         self.net.train()
         sums = self.dist.sum_(sums)
@@ -746,7 +748,7 @@ class Trainer:
         lve = (err[..., list(LIP_CHANNELS)].amax(-1) * mask).sum()
         eve = (err[..., list(EYE_CHANNELS)].amax(-1) * mask).sum()
         labels = b["emotion"]
-        valid = labels != D.IGNORE_LABEL
+        valid = labels != IGNORE_LABEL
         correct = ((out.emotion_logits.argmax(-1) == labels) & valid).sum()
         if b["phones_self"] is not None:
             names = self.net.config.phone_labels
@@ -775,15 +777,15 @@ class Trainer:
         merged: dict[str, str] = {}
         for part in self.dist.gather(self.skipped):
             merged.update(part)
-        result.skipped = [D.Skipped(k, v) for k, v in sorted(merged.items())]
+        result.skipped = [Skipped(k, v) for k, v in sorted(merged.items())]
         if self.writer is not None:
             self.writer.close()
         self._release_ddp()
         self.dist.close()
         if not self.dist.main:
             return
-        (self.out / "skipped.json").write_text(
-            json.dumps([s.to_dict() for s in result.skipped], indent=2))
+        write_text(self.out / "skipped.json",
+                   json.dumps([s.to_dict() for s in result.skipped], indent=2))
         if merged:
             self.log(f"{len(merged)} clip(s) skipped as unusable; see {self.out / 'skipped.json'}")
         model_dir = self.out / "model"
@@ -798,7 +800,7 @@ class Trainer:
             if clip.entry.emotion and clip.clip_id not in self.skipped:
                 by_emotion.setdefault(clip.entry.emotion, []).append(clip.entry)
         entries = [e for group in by_emotion.values()
-                   for e in D.subsample(group, PRESET_CLIPS_PER_EMOTION)]
+                   for e in subsample(group, PRESET_CLIPS_PER_EMOTION)]
         if not entries:
             self.log("note: no emotion-labelled training clips; the model has no presets")
             return
@@ -840,7 +842,13 @@ def truncate_metrics(path: Path, step: int) -> None:
         return
     keep = [line for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    write_text(path, "".join(line + "\n" for line in keep))
+
+
+def write_text(path: Path, text: str) -> None:
+    """A run's record file, replaced whole: a crash while writing keeps the previous one."""
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
 
 
 # -- entry points ---------------------------------------------------------------------------------
@@ -881,15 +889,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
         result = run(cfg, args.data, args.out, args.max_steps, args.resume, args.device)
     except EmoTalkError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.detail != exc.message:
-            print(f"  {exc.detail}", file=sys.stderr)
-        return 2
+        return report_error(exc, parser.prog)
     except KeyboardInterrupt:
         print("aborted without saving", file=sys.stderr)
         return 130

@@ -30,7 +30,7 @@ import math
 import multiprocessing as mp
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +38,8 @@ import numpy as np
 import soundfile as sf
 
 from emotalk_core.audio import num_frames
+from emotalk_core.errors import EmoTalkError, report_error
+from emotalk_core.files import atomic_path, atomic_write, partial_pattern
 from emotalk_core.manifest import ManifestEntry, write_manifest
 from emotalk_core.phonetics.espeak import SAMPLE_RATE, synthesize
 from emotalk_core.phonetics.phonemes import TimedPhone
@@ -154,40 +156,28 @@ def phones_json(phones: list[TimedPhone]) -> str:
     return json.dumps(rows) + "\n"
 
 
-def read_phones(path: str | os.PathLike[str]) -> list[tuple[str, float, float]]:
-    """Phones written by the corpus builders: [(phone, start s, end s), ...]."""
-    rows = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [(str(p), float(s), float(e)) for p, s, e in rows]
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def write_wav(path: Path, audio: np.ndarray) -> None:
-    _atomic(path, lambda p: sf.write(p, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as partial:
+        sf.write(partial, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
-    def write(p: Path) -> None:
-        with open(p, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(array, dtype=np.float32))
-
-    _atomic(path, write)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as handle:
+        np.save(handle, np.ascontiguousarray(array, dtype=np.float32))
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda p: p.write_bytes(data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as handle:
+        handle.write(data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +312,7 @@ def _remove_unlisted(root: Path, records: list[dict]) -> None:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            leftover = path.name.startswith(".") and path.name.endswith(".tmp")
+            leftover = partial_pattern().match(path.name) is not None
             stem = path.name.split(".")[0]
             if leftover or (stem.startswith("synth") and stem not in keep):
                 path.unlink()
@@ -387,8 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    entries = build(args.out, args.minutes, args.seed, args.jobs, args.renditions,
-                    progress=not args.quiet)  # fmt: skip
+    try:
+        entries = build(args.out, args.minutes, args.seed, args.jobs, args.renditions,
+                        progress=not args.quiet)  # fmt: skip
+    except EmoTalkError as exc:
+        return report_error(exc, parser.prog)
     counts = {s: sum(e.split == s for e in entries) for s in ("train", "val", "test")}
     print(f"{len(entries)} clips in {args.out} ({counts})")
     return 0
