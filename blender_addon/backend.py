@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 try:  # the installed extension carries verbatim copies of these modules
-    from . import arkit, client, protocol
+    from . import arkit, client, pids, protocol
 except ImportError:  # running from the source tree: the originals
-    from emotalk_core import arkit, client, protocol
+    from emotalk_core import arkit, client, pids, protocol
 
 ENV_PYTHON = "EMOTALK_PYTHON"
 ENV_MODEL = "EMOTALK_MODEL"
@@ -135,24 +135,11 @@ def remove_stale_logs(folder: Path) -> list[Path]:
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
             found = LOG_NAME.match(entry.name)
-            if found and not _process_alive(int(found[1])):
+            if found and not pids.alive(int(found[1])):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    # On Windows os.kill(pid, 0) would terminate the process: there, nothing counts as dead.
-    if pid == os.getpid() or os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError, ValueError):
-        return True  # another user's, or unknown: keep its log
-    return True
 
 
 # -- one backend process --------------------------------------------------------------------------

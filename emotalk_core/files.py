@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import EmoTalkError, OutputError
+from .pids import alive
 
 PARTIAL_SUFFIX = ".emotalk-partial"
 SHOWN_PATH_CHARS = 160  # a path longer than this is shortened in messages
@@ -214,25 +215,12 @@ def clean_stale_partials(folder: Path) -> list[Path]:
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
             found = _PARTIAL.match(entry.name)
-            if found is None or found["host"] != host or _alive(int(found["pid"])):
+            if found is None or found["host"] != host or alive(int(found["pid"])):
                 continue
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
     return removed
-
-
-def _alive(pid: int) -> bool:
-    # On Windows os.kill(pid, 0) would terminate the process: there, nothing counts as dead.
-    if pid == os.getpid() or os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError, ValueError):
-        return True  # another user's process, or no answer: keep the file
-    return True
 
 
 def check_writable(target: Path, need_bytes: int = 0, extension: str = "",
