@@ -41,7 +41,7 @@ test: $(STAMP) $(LTS_STAMP)
 test-bpy: $(STAMP)
 	$(PY) -m pytest -m bpy -q tests/test_addon_bpy.py
 	$(PY) -m pytest -m bpy -q tests/test_bake.py
-	$(PY) -m pytest -m bpy -q tests/test_head.py
+	$(PY) -m pytest -m bpy -q tests/test_headless_head.py
 	$(PY) -m pytest -m bpy -q tests/test_demo.py
 
 test-bpy-lts: $(LTS_STAMP)

@@ -7,7 +7,7 @@ keeps one original of each). The version is emotalk_core.__version__, written in
 blender_manifest.toml and build_info.json. When the bpy module is installed, Blender's own
 extension tool (`addons_core/bl_pkg/cli/blender_ext.py`, no Blender binary needed) builds and
 validates the package; otherwise the zip is written with zipfile. The zip's path is the LAST
-line printed.
+line printed. blender_addon/headless/ is not shipped (NOT_SHIPPED).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "blender_addon"
 SHARED = ("protocol.py", "arkit.py")  # copied verbatim from emotalk_core/
 EXCLUDE = ("__pycache__", ".pyc", ".pyo")
+# Folders of blender_addon/ that stay out of the zip. headless/ is the bpy-module side of
+# `emotalk bake` and `emotalk demo`: it needs emotalk_core, which Blender's Python lacks.
+NOT_SHIPPED = ("headless", "__pycache__")
 
 
 def version() -> str:
@@ -43,7 +46,12 @@ def stage(dest: Path, ver: str) -> Path:
     out = dest / "emotalk"
     out.mkdir(parents=True)
     for path in sorted(ADDON.iterdir()):
-        if path.is_file() and not path.name.endswith(EXCLUDE):
+        if path.name in NOT_SHIPPED:
+            continue
+        if path.is_dir():
+            sys.exit(f"build_addon: blender_addon/{path.name}/ is a folder; copy it into the "
+                     "zip here, or add it to NOT_SHIPPED")
+        if not path.name.endswith(EXCLUDE):
             shutil.copy2(path, out / path.name)
     for name in SHARED:
         if (ADDON / name).exists():

@@ -4,6 +4,13 @@ file, per-object channel overrides, and the preferences' Check backend.
 The bake collects every strip's curves first and writes them only when all succeeded, so a
 failure or a cancel leaves the scene as it was. Errors are `BakeError`s raised where they are
 found and reported once, here, with `self.report`.
+
+Each run of Animate from audio also records how it ended as an `Outcome`, so that scripts and
+`emotalk bake` read its summary, warnings or error as data, not from the reports Blender prints:
+
+    bpy.ops.emotalk.animate_from_audio()
+    from bl_ext.user_default.emotalk import operators  # where the extension is installed
+    print(operators.last_outcome())
 """
 
 from __future__ import annotations
@@ -124,6 +131,38 @@ def start_job(plan: Plan) -> BakeJob:
     return BakeJob(session_backend, plan.requests, plan.controls)
 
 
+# -- how a run ended ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """How one run of Animate from audio ended: the texts it reported, without the "EmoTalk: "
+    prefix that tells them apart in Blender's status bar and log."""
+
+    summary: str = ""  # what was animated; "" when nothing was written
+    warnings: tuple[str, ...] = ()  # about a good bake (a transcript that was not used, ...)
+    error: str | None = None  # why nothing was written: a failure or a cancel
+
+
+_last_outcome: Outcome | None = None
+
+
+def last_outcome() -> Outcome | None:
+    """The outcome of the latest Animate run in this Blender session; None before the first.
+    Each run records a new object, so `is` tells whether a run recorded one."""
+    return _last_outcome
+
+
+def _record(outcome: Outcome) -> Outcome:
+    global _last_outcome
+    _last_outcome = outcome
+    return outcome
+
+
+def report_failure(op: bpy.types.Operator, level: str, exc: BakeError) -> None:
+    """Report why nothing was written, and record it."""
+    _record(Outcome(error=str(exc)))
+    op.report({level}, str(exc))
+
+
 def write_results(plan: Plan, results: list[Curves]) -> str:
     """Write every strip's keys (the only write of a bake); returns the summary to report."""
     try:
@@ -136,15 +175,17 @@ def write_results(plan: Plan, results: list[Curves]) -> str:
     blocks = [(w.first_frame, c.values) for w, c in zip(plan.windows, results, strict=True)]
     anim.write_shape_key_curves(key, plan.mapping.by_key, blocks)
     spans = ", ".join(f"{w.first_frame}-{w.last_frame}" for w in plan.windows)
-    return (f"EmoTalk: animated {len(plan.mapping.by_key)} shape keys of '{plan.obj.name}' "
+    return (f"animated {len(plan.mapping.by_key)} shape keys of '{plan.obj.name}' "
             f"({plan.mapping.matched_count}/52 channels) on frames {spans}{_emotion(results)}")
 
 
 def report_success(op: bpy.types.Operator, plan: Plan, results: list[Curves]) -> None:
     """The summary, then each warning: the last report is the one the status bar shows, and a
     warning is what the animator must not miss."""
-    op.report({"INFO"}, write_results(plan, results))
-    for warning in plan.warnings + backend.bake_warnings(results):
+    outcome = _record(Outcome(write_results(plan, results),
+                              tuple(plan.warnings + backend.bake_warnings(results))))
+    op.report({"INFO"}, f"EmoTalk: {outcome.summary}")
+    for warning in outcome.warnings:
         op.report({"WARNING"}, f"EmoTalk: {warning}")
 
 
@@ -180,7 +221,7 @@ class EMOTALK_OT_animate_from_audio(bpy.types.Operator):
             report_success(self, plan, results)
             return {"FINISHED"}
         except BakeError as exc:
-            self.report({"ERROR"}, str(exc))
+            report_failure(self, "ERROR", exc)
             return {"CANCELLED"}
         finally:
             strips.remove_temp_dir(plan.temp_dir if plan else None)
@@ -193,7 +234,7 @@ class EMOTALK_OT_animate_from_audio(bpy.types.Operator):
             self._job = start_job(self._plan)
         except BakeError as exc:
             strips.remove_temp_dir(getattr(getattr(self, "_plan", None), "temp_dir", None))
-            self.report({"ERROR"}, str(exc))
+            report_failure(self, "ERROR", exc)
             return {"CANCELLED"}
         run = context.window_manager.emotalk_run
         run.running, run.cancel_requested, run.progress, run.message = True, False, 0.0, ""
@@ -217,6 +258,8 @@ class EMOTALK_OT_animate_from_audio(bpy.types.Operator):
         """Blender ends the modal (file load, quit): stop the job, write nothing."""
         self._job.cancel()
         self._cleanup(context)
+        _record(Outcome(error="Blender ended the bake (a file was loaded, or it quit); "
+                              "nothing was written"))
 
     def _end(self, context: bpy.types.Context) -> set[str]:
         """The one place a modal bake ends: clean up, then write or report."""
@@ -228,9 +271,9 @@ class EMOTALK_OT_animate_from_audio(bpy.types.Operator):
             report_success(self, self._plan, job.results)
             return {"FINISHED"}
         except BakeCancelled as exc:
-            self.report({"WARNING"}, str(exc))
+            report_failure(self, "WARNING", exc)
         except BakeError as exc:
-            self.report({"ERROR"}, str(exc))
+            report_failure(self, "ERROR", exc)
         return {"CANCELLED"}
 
     def _cleanup(self, context: bpy.types.Context) -> None:

@@ -355,7 +355,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_bake(args: argparse.Namespace) -> int:
-    from .bake import BakeSettings, bake_files, panel_values, plan_jobs
+    from blender_addon.headless.bake import BakeSettings, bake_files, plan_jobs
+    from blender_addon.headless.panel import panel_values
 
     jobs = plan_jobs(args.blend, output=args.output, out_dir=args.out_dir,
                      in_place=args.in_place)
@@ -382,7 +383,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoOptions, run_demo, summary
+    from blender_addon.headless.demo import DemoOptions, run_demo, summary
 
     options = DemoOptions(
         model=args.model, device=args.device, out=args.out, audio=args.audio,

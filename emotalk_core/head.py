@@ -1238,7 +1238,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.npz is not None:
         print(save_npz(head, args.npz))
     if args.preview is not None:
-        from emotalk_core.head_blender import render_contact_sheet
+        from blender_addon.headless.head import render_contact_sheet
 
         args.preview.mkdir(parents=True, exist_ok=True)
         for frame, filename in (("face", "contact_sheet.png"), ("eyes", "contact_sheet_eyes.png")):

@@ -131,7 +131,7 @@ def test_import_official_never_writes_over_an_encoder_config(tmp_path):
 
 
 def test_a_batch_output_must_not_be_another_input(tmp_path):
-    from emotalk_core import bake
+    from blender_addon.headless import bake
 
     (tmp_path / "sub").mkdir()
     first, second = tmp_path / "sub" / "a.blend", tmp_path / "a.blend"
@@ -381,7 +381,7 @@ def test_a_fifo_as_transcript_or_config_does_not_block(capsys, tmp_path, model, 
 
 
 def test_bake_and_curve_readers_check_paths_the_same_way(tmp_path):
-    from emotalk_core import bake
+    from blender_addon.headless import bake, panel
     from emotalk_core.export import read_curves
     from emotalk_core.inference import EmotionControl
 
@@ -392,7 +392,7 @@ def test_bake_and_curve_readers_check_paths_the_same_way(tmp_path):
         with pytest.raises(AudioError, match=needle):
             bake.check_inputs(bake.BakeSettings(panel={}, audio=(path,)))
         with pytest.raises(AudioError, match=needle):
-            bake.panel_values(Controls(emotion=EmotionControl("reference", reference=str(path))))
+            panel.panel_values(Controls(emotion=EmotionControl("reference", reference=str(path))))
     os.mkfifo(tmp_path / "curves.npy")
     with pytest.raises(OutputError, match="is a FIFO"):
         read_curves(tmp_path / "curves.npy")

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emotalk_core import bake
+from blender_addon.headless import bake, blender, panel
 from emotalk_core.arkit import CHANNELS
 from emotalk_core.cli import build_parser, controls_from_args, main
 from emotalk_core.errors import ControlError, OutputError
@@ -73,26 +73,26 @@ def controls_of(*argv: str) -> Controls:
 
 
 def test_panel_values_hold_the_cli_controls_or_refuse():
-    assert bake.panel_values(controls_of()) == {
+    assert panel.panel_values(controls_of()) == {
         "emotion_source": "audio", "strength": 1.0, "level": 1.0, "person": 0,
         "use_second_person": False, "smooth": True, "blinks": True, "seed": 0, "clamp": True,
         "mouth_amplitude": 1.0}
-    mixed = bake.panel_values(controls_of("--person-weights", "7:3,3:1", "--emotion", "sad"))
+    mixed = panel.panel_values(controls_of("--person-weights", "7:3,3:1", "--emotion", "sad"))
     assert (mixed["person"], mixed["second_person"], mixed["person_mix"]) == (3, 7, 0.75)
     assert mixed["preset"] == "sad" and mixed["emotion_source"] == "preset"
-    raw = bake.panel_values(controls_of("--no-postprocess"))
+    raw = panel.panel_values(controls_of("--no-postprocess"))
     assert not (raw["smooth"] or raw["blinks"] or raw["clamp"])
-    assert bake.controls_differences(controls_of("--no-postprocess"), Controls.from_dict(
+    assert panel.controls_differences(controls_of("--no-postprocess"), Controls.from_dict(
         {"postprocess": {"smooth": False, "blinks": False, "clamp": False, "seed": 4}})) == []
-    assert bake.controls_differences(controls_of("--level", "0.3"),
-                                     Controls(level=0.30000001192092896)) == []
-    assert bake.controls_differences(controls_of("--person", "30"), Controls(person=23)) == [
+    assert panel.controls_differences(controls_of("--level", "0.3"),
+                                      Controls(level=0.30000001192092896)) == []
+    assert panel.controls_differences(controls_of("--person", "30"), Controls(person=23)) == [
         "persons"]
     for argv, message in ((("--person-weights", "1:1,2:1,3:1"), "at most two"),
                           (("--emotion", "bored"), "no emotion preset"),
                           (("--person", "24"), "out of range")):
         with pytest.raises(ControlError, match=message):
-            bake.panel_values(controls_of(*argv))
+            panel.panel_values(controls_of(*argv))
 
 
 def test_transcripts_pair_with_the_audio_files_in_order(tmp_path, tiny_model_dir):
@@ -135,7 +135,8 @@ def test_bake_transcript_file_problems_fail_before_any_file(capsys, tmp_path):
 STUB_WORKER = """
 import os, signal, sys, time
 from pathlib import Path
-from emotalk_core import bake, files
+from blender_addon.headless import bake
+from emotalk_core import files
 
 def setup(settings, controls):
     return None, "stub"
@@ -366,7 +367,7 @@ def test_audio_strips_are_added_one_after_another_and_baked(bpy, clips, tiny_mod
         40, 40 + first.shape[0])
     line = Path(bpy.path.abspath(strips["Line"].sound.filepath))  # relative path remapped
     assert line.resolve() == (tmp_path / "line.wav").resolve()
-    bake.ensure_addon(bpy)  # the bake ran in a worker process: read its settings here too
+    blender.ensure_addon(bpy)  # the bake ran in a worker process: read its settings here too
     assert bpy.context.scene.emotalk.level == pytest.approx(0.5)  # the settings are saved too
 
 
@@ -383,7 +384,7 @@ def test_transcripts_go_onto_the_added_strips_and_warnings_are_printed(bpy, clip
                  str(tmp_path / "second.txt")])
     out, err = capsys.readouterr()
     assert code == 0, err
-    bake.ensure_addon(bpy)  # the bake ran in a worker process: read its properties here too
+    blender.ensure_addon(bpy)  # the bake ran in a worker process: read its properties here too
     bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "rig.emotalk.blend"), load_ui=False)
     strips = bpy.context.scene.sequence_editor.strips
     assert {n: strips[n].emotalk_transcript for n in ("Line", "extra1", "extra2")} == {
@@ -394,6 +395,46 @@ def test_transcripts_go_onto_the_added_strips_and_warnings_are_printed(bpy, clip
     assert [w.split(": ")[3] for w in warned] == ["strip 'Line'", "strip 'extra1'",
                                                   "strip 'extra2'"], (out, err)
     assert all(f": {scene}: " in w and "transcript was ignored" in w for w in warned)
+
+
+@pytest.mark.bpy
+def test_the_bake_reads_the_operators_outcome_and_the_reports_stay(bpy, clips, tmp_path,
+                                                                   tiny_model_dir):
+    """One file's Animate step in this process: its summary and warnings are the Outcome the
+    operator recorded, and Blender still prints the same reports ("EmoTalk: " + each text);
+    a failure is the Outcome's error."""
+    scene = build_blend(bpy, tmp_path / "shot.blend", clips["line"])
+    (tmp_path / "line.txt").write_text("The selected strip's line.", encoding="utf-8")
+    addon = blender.ensure_addon(bpy)
+    operators = blender.addon_module(addon, "operators")
+    settings = bake.BakeSettings(panel={}, model=str(tiny_model_dir), device="cpu")
+    log: list[str] = []
+    with bake.backend_environment(bpy, addon, settings):
+        blender.open_blend(bpy, scene, log)
+        bake.pick_target(bpy, addon, None)
+        summary, warnings = bake.animate(bpy, addon, log)
+        outcome = operators.last_outcome()
+        assert (outcome.summary, list(outcome.warnings), outcome.error) == (
+            summary, warnings, None)
+        frames = Predictor(tiny_model_dir, device="cpu").predict(clips["line"], fps=FPS).values
+        assert summary.startswith(f"animated 52 shape keys of 'Face' (52/52 channels) on "
+                                  f"frames {LINE_FRAME}-{LINE_FRAME + len(frames) - 1}; "
+                                  "speech emotion: ")
+        assert len(warnings) == 1 and warnings[0].startswith("strip 'Line': ")
+        assert "transcript was ignored" in warnings[0]
+        printed = log[-1].splitlines()
+        assert f"Info: EmoTalk: {summary}" in printed
+        assert f"Warning: EmoTalk: {warnings[0]}" in printed
+
+        (tmp_path / "line.wav").unlink()
+        blender.open_blend(bpy, scene, log)
+        bake.pick_target(bpy, addon, None)
+        with pytest.raises(blender.SceneError, match="sound file not found") as failed:
+            bake.animate(bpy, addon, log)
+    failure = operators.last_outcome()
+    assert failure is not outcome and (failure.summary, failure.warnings) == ("", ())
+    assert failed.value.message == failure.error
+    assert f"Error: {failure.error}" in log[-1].splitlines()
 
 
 @pytest.mark.bpy

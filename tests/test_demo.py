@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emotalk_core import checkpoint, demo
+from blender_addon.headless import demo
+from emotalk_core import checkpoint
 from emotalk_core.arkit import CHANNELS
 from emotalk_core.audio import audio_duration, load_audio
 from emotalk_core.cli import main

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import struct
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -32,13 +27,6 @@ def posed(head: hd.HeadMesh, **values: float) -> np.ndarray:
 
 def gap(v: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(v[a] - v[b], axis=1)
-
-
-def test_import_pulls_in_neither_bpy_nor_torch():
-    code = ("import sys, emotalk_core.head, emotalk_core.head_blender; "
-            "print(sorted(m for m in ('bpy', 'torch') if m in sys.modules))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
 
 
 def test_arrays_and_names(head):
@@ -307,50 +295,3 @@ def test_resolutions_and_cache():
 def test_triangles(head):
     tris = hd.triangles(head)
     assert tris.shape == (2 * len(head.faces), 3)
-
-
-# --------------------------------------------------------------------------------------------
-# Blender (run with `pytest -m bpy`; skipped where the bpy module is not installed).
-
-
-@pytest.fixture(scope="module")
-def bpy_module():
-    if importlib.util.find_spec("bpy") is None:
-        pytest.skip("the bpy module is not installed (pip install bpy==5.0.1)")
-    from emotalk_core.head_blender import import_bpy
-
-    bpy = import_bpy()
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    return bpy
-
-
-@pytest.mark.bpy
-def test_blender_object_has_the_52_arkit_keys(bpy_module):
-    from emotalk_core.head_blender import set_key_values, to_blender
-
-    head = hd.build_head("low")
-    obj = to_blender(head)
-    keys = obj.data.shape_keys.key_blocks
-    assert [k.name for k in keys] == ["Basis", *CHANNELS]
-    assert len(obj.data.vertices) == len(head.vertices)
-    assert len(obj.data.polygons) == len(head.faces)
-    assert {g.name for g in obj.vertex_groups} == {"lips", "eyes"}
-    set_key_values(obj, {"jawOpen": 1.0, "eyeBlinkLeft": 0.5})
-    depsgraph = bpy_module.context.evaluated_depsgraph_get()
-    evaluated = obj.evaluated_get(depsgraph).to_mesh()
-    co = np.empty(len(head.vertices) * 3, np.float32)
-    evaluated.vertices.foreach_get("co", co)
-    expected = posed(head, jawOpen=1.0, eyeBlinkLeft=0.5) * 0.001
-    assert np.abs(co.reshape(-1, 3) - expected).max() < 1e-5
-
-
-@pytest.mark.bpy
-def test_contact_sheet_renders(bpy_module, tmp_path):
-    from emotalk_core.head_blender import render_contact_sheet
-
-    tiles = [("neutral", {}), ("jawOpen", {"jawOpen": 1.0})]
-    path = render_contact_sheet(hd.build_head("low"), tmp_path / "sheet.png", tile=64,
-                                columns=2, tiles=tiles)  # fmt: skip
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert struct.unpack(">II", data[16:24]) == (128, 64)

@@ -10,14 +10,14 @@ two contrasting settings (by default the neutral preset at normal intensity, and
 preset at full strength and strong intensity), as Blender scenes, a rendered contact sheet, a
 plot of the main curves, and the curves as .npy and Live Link Face .csv.
 
-How (one code path with the add-on): the demo head (`head.build_head`, `head_blender`) is built
-in the bpy module with the clip added as a sound strip by the add-on's own Add Audio operator
-and packed into the file, so the .blend opens anywhere; the scene is saved as `head.blend` and
-baked once per setting by `bake.bake_files`, which runs the add-on's Animate operator exactly
-as `emotalk bake` does. The curves are then read back from the baked files (so the .npy/.csv
-hold what the keys hold), the contact sheet is rendered from the baked files with Workbench
-(EEVEE headless takes about 30 s a frame, DESIGN.md section 9), and matplotlib (Agg) lays out
-the sheet and draws the plot.
+How (one code path with the add-on): the demo head (`emotalk_core.head.build_head`, made a
+Blender object by `head`) is built in the bpy module with the clip added as a sound strip by the
+add-on's own Add Audio operator and packed into the file, so the .blend opens anywhere; the
+scene is saved as `head.blend` and baked once per setting by `bake.bake_files`, which runs the
+add-on's Animate operator exactly as `emotalk bake` does. The curves are then read back from the
+baked files (so the .npy/.csv hold what the keys hold), the contact sheet is rendered from the
+baked files with Workbench (EEVEE headless takes about 30 s a frame, DESIGN.md section 9), and
+matplotlib (Agg) lays out the sheet and draws the plot.
 
 The bundled clip (emotalk_core/data/demo/): CMU ARCTIC arctic_a0007, speaker awb, "And you
 always want to see it in the superlative degree.", 4.0 s, 16 kHz; see its README and LICENSE.
@@ -45,13 +45,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .arkit import CHANNELS
-from .errors import ControlError, EmoTalkError, ModelError, OutputError
+import emotalk_core
+from emotalk_core.arkit import CHANNELS
+from emotalk_core.errors import ControlError, EmoTalkError, ModelError, OutputError
+
+from . import bake, blender
+from .panel import PANEL_PRESETS, panel_values
 
 if TYPE_CHECKING:
-    from .inference import Controls
+    from emotalk_core.inference import Controls
 
-DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"
+DEMO_DIR = Path(emotalk_core.__file__).resolve().parent / "data" / "demo"
 DEMO_CLIP = DEMO_DIR / "arctic_a0007.wav"
 DEMO_TRANSCRIPT = "And you always want to see it in the superlative degree."
 DEFAULT_SETTINGS = ("neutral", "happy")
@@ -111,7 +115,7 @@ class DemoResult:
 def check_model(model: str) -> dict[str, Any]:
     """The model folder's header (cheap: config.json only), or a ModelError that says what to
     do; a missing default model gets the demo's own message, as `make demo` hits it first."""
-    from .checkpoint import read_header, resolve_model_dir
+    from emotalk_core.checkpoint import read_header, resolve_model_dir
 
     try:
         directory = resolve_model_dir(model)
@@ -124,8 +128,8 @@ def check_model(model: str) -> dict[str, Any]:
 
 def check_clip(audio: Path | None) -> tuple[Path, float]:
     """The clip to animate and its duration; a missing or empty file fails before any work."""
-    from .audio import audio_duration
-    from .errors import AudioError
+    from emotalk_core.audio import audio_duration
+    from emotalk_core.errors import AudioError
 
     clip = Path(audio).expanduser().absolute() if audio else DEMO_CLIP
     if not clip.is_file():
@@ -145,7 +149,7 @@ def check_matplotlib() -> None:
 
 def setting(name: str) -> DemoSetting:
     """The controls behind a setting name (module docstring)."""
-    from .inference import Controls, EmotionControl
+    from emotalk_core.inference import Controls, EmotionControl
 
     if name == SPEECH:
         return DemoSetting(name, Controls(), "emotion from the speech, level 1")
@@ -156,8 +160,6 @@ def setting(name: str) -> DemoSetting:
 
 def plan_settings(requested: Sequence[str], presets: Sequence[str], log: Log) -> list[DemoSetting]:
     """Named settings must exist; the default pair falls back (module docstring)."""
-    from .bake import PANEL_PRESETS
-
     if requested:
         if len(set(requested)) != len(requested):
             raise ControlError(f"--settings names a setting twice: {' '.join(requested)}")
@@ -245,15 +247,15 @@ def build_scene(target: Path, clip: Path, seconds: float, options: DemoOptions) 
     """The head, camera and lights, the clip as a selected, packed sound strip at frame 1 (added
     with the add-on's Add Audio operator), 30 fps, the frame range = the clip; saved to
     `target` so it can be baked like any animator's file."""
-    from . import bake
-    from .head import build_head
-    from .head_blender import add_preview_rig, to_blender
+    from emotalk_core.head import build_head
 
-    bpy = bake.load_bpy()
+    from .head import add_preview_rig, to_blender
+
+    bpy = blender.load_bpy()
     log: list[str] = []
-    with bake.blender_output(log):
+    with blender.blender_output(log):
         bpy.ops.wm.read_homefile(use_empty=True)
-    addon = bake.ensure_addon(bpy, options.addon)
+    addon = blender.ensure_addon(bpy, options.addon)
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = FPS, 1.0
     obj = to_blender(build_head(options.resolution), name=HEAD_NAME)
@@ -261,8 +263,8 @@ def build_scene(target: Path, clip: Path, seconds: float, options: DemoOptions) 
     bpy.context.view_layer.objects.active = obj
     obj.select_set(True)
     strip_name = bake.add_audio(bpy, scene, addon, [clip], 1, log)[0]
-    strip = bake.addon_module(addon, "strips").strip_collection(scene)[strip_name]
-    transcript = bake.addon_module(addon, "transcripts").choose(None, clip)
+    strip = blender.addon_module(addon, "strips").strip_collection(scene)[strip_name]
+    transcript = blender.addon_module(addon, "transcripts").choose(None, clip)
     if transcript.text:  # packed below, the sound no longer finds its .txt: keep it on the strip
         strip.emotalk_transcript = transcript.text
     strip.sound.pack()  # the file opens anywhere; unpacking writes the clip next to it
@@ -271,7 +273,7 @@ def build_scene(target: Path, clip: Path, seconds: float, options: DemoOptions) 
     scene.frame_current = 1
     scene.sync_mode = "AUDIO_SYNC"  # playback keeps pace with the sound
     show_camera_view(bpy)
-    bake.save_atomic(bpy, target, log)
+    blender.save_atomic(bpy, target, log)
     return target
 
 
@@ -291,13 +293,11 @@ def show_camera_view(bpy) -> None:
 
 def bake_setting(head_blend: Path, target: Path, demo: DemoSetting, options: DemoOptions) -> Path:
     """`emotalk bake head.blend -o NAME.blend` with this setting's controls."""
-    from .bake import BakeSettings, bake_files, panel_values, plan_jobs
-
-    jobs = plan_jobs([head_blend], output=str(target))
-    settings = BakeSettings(panel=panel_values(demo.controls), object_name=HEAD_NAME,
-                            model=options.model, device=options.device, addon=options.addon,
-                            verbose=options.verbose)
-    batch = bake_files(jobs, settings, demo.controls)
+    jobs = bake.plan_jobs([head_blend], output=str(target))
+    settings = bake.BakeSettings(panel=panel_values(demo.controls), object_name=HEAD_NAME,
+                                 model=options.model, device=options.device,
+                                 addon=options.addon, verbose=options.verbose)
+    batch = bake.bake_files(jobs, settings, demo.controls)
     if batch.interrupted:
         raise KeyboardInterrupt
     if batch.failures:
@@ -307,10 +307,8 @@ def bake_setting(head_blend: Path, target: Path, demo: DemoSetting, options: Dem
 
 def open_baked(path: Path):
     """Open a baked file; returns (bpy, scene, head object)."""
-    from . import bake
-
-    bpy = bake.load_bpy()
-    bake.open_blend(bpy, path, [])
+    bpy = blender.load_bpy()
+    blender.open_blend(bpy, path, [])
     obj = bpy.data.objects.get(HEAD_NAME)
     if obj is None or obj.data.shape_keys is None:
         raise DemoError(f"{path} has no '{HEAD_NAME}' with shape keys")
@@ -332,7 +330,7 @@ def read_curves(path: Path) -> np.ndarray:
 
 def read_all(blends: dict[str, Path], out: Path, result: DemoResult) -> dict[str, np.ndarray]:
     """Curves of every baked file, also written as NAME.npy and NAME.csv (Live Link Face)."""
-    from .export import write_curves
+    from emotalk_core.export import write_curves
 
     curves = {}
     for name, path in blends.items():
@@ -369,8 +367,7 @@ def quiet_stderr(enabled: bool = True) -> Iterator[None]:
 def render_rows(blends: dict[str, Path], frames: Sequence[int], tile: int,
                 verbose: bool = False) -> list[np.ndarray]:
     """One row of tiles per baked file, at the given 0-based frames, with Workbench."""
-    from . import bake
-    from .head_blender import render_rgb
+    from .head import render_rgb
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="emotalk-demo-") as tmp, quiet_stderr(not verbose):
@@ -381,7 +378,7 @@ def render_rows(blends: dict[str, Path], frames: Sequence[int], tile: int,
             tiles = []
             for frame in frames:
                 scene.frame_set(scene.frame_start + frame)
-                with bake.blender_output([]):
+                with blender.blender_output([]):
                     tiles.append(render_rgb(bpy, scene, Path(tmp) / f"{name}{frame}.png"))
             rows.append(np.stack(tiles))
     return rows
@@ -390,8 +387,8 @@ def render_rows(blends: dict[str, Path], frames: Sequence[int], tile: int,
 # -- which frames to show -------------------------------------------------------------------------
 def load_envelope(clip: Path) -> np.ndarray:
     """RMS of the clip per 30 fps frame (frame i covers [i/30, (i+1)/30) s)."""
-    from .audio import load_audio, num_frames
-    from .config import SAMPLE_RATE
+    from emotalk_core.audio import load_audio, num_frames
+    from emotalk_core.config import SAMPLE_RATE
 
     samples = load_audio(clip).astype(np.float64)
     count = num_frames(len(samples), FPS)
@@ -507,8 +504,8 @@ def plot_curves(curves: dict[str, np.ndarray], settings: Sequence[DemoSetting], 
                 frames: Sequence[int], target: Path) -> Path:
     """The waveform, then one panel per main channel with a line per setting over the clip's
     loudness (grey), and the contact sheet's frames as dotted lines."""
-    from .audio import load_audio
-    from .config import SAMPLE_RATE
+    from emotalk_core.audio import load_audio
+    from emotalk_core.config import SAMPLE_RATE
 
     plt = _pyplot()
     samples = load_audio(clip)

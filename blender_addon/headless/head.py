@@ -1,8 +1,8 @@
 """The demo head in Blender: mesh object with ARKit shape keys, a preview rig, contact sheets.
 
-This is the only module of emotalk_core that imports bpy, and it does so inside its functions,
-so importing it costs nothing where bpy is missing. Works with the PyPI `bpy` module (5.0) and
-inside Blender 4.2+.
+The geometry is `emotalk_core.head` (numpy only); this module turns it into Blender data. It
+imports bpy inside its functions, so importing it costs nothing where bpy is missing. Works with
+the PyPI `bpy` module (5.0) and inside Blender 4.2+.
 
 Render engine of the preview rig: Workbench by default. Headless it renders a 256 px frame in
 about 0.1 s here, is deterministic, and its studio lighting with cavity shading shows the form

@@ -10,8 +10,10 @@ environment), installs the add-on from its built extension zip into a private, t
 BLENDER_USER_RESOURCES, sets the scene's panel settings from the command line and runs
 `bpy.ops.emotalk.animate_from_audio()`. With `bpy.app.background` that operator runs
 synchronously, so strip windows, name mapping, resampling and the bulk key writer are exactly
-the ones an animator's button press uses. bpy is imported only inside functions here, so
-`emotalk_core` imports without it.
+the ones an animator's button press uses. The operator's summary and warnings are read from the
+outcome it records (`operators.last_outcome()` of the installed add-on), not from its printed
+reports. bpy is imported only inside functions here, so `emotalk_core.cli` imports this module
+without it.
 
 Per file: open it; target = `--object`, else the active object when it is a mesh with shape
 keys, else the only mesh with shape keys (among several, the only one whose keys match ARKit
@@ -57,16 +59,10 @@ saved in the file; `--python-exit-code 1` makes a failed bake a non-zero exit st
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import importlib.util
-import io
 import json
-import math
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -76,33 +72,35 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import AudioError, ControlError, EmoTalkError, OutputError
-from .files import (
+from emotalk_core.errors import AudioError, ControlError, EmoTalkError, OutputError
+from emotalk_core.files import (
     check_writable,
     clean_stale_partials,
-    new_partial,
     probe,
     refuse_inputs,
     require_file,
     shown,
 )
 
+from .blender import (
+    SceneError,
+    SetupError,
+    addon_module,
+    blender_output,
+    build_addon_zip,
+    ensure_addon,
+    load_bpy,
+    open_blend,
+    operator_message,
+    run_operator,
+    save_atomic,
+)
+from .panel import apply_panel, check_panel
+
 OUTPUT_SUFFIX = ".emotalk.blend"
 ENV_PYTHON = "EMOTALK_PYTHON"  # the add-on's backend.ENV_PYTHON / ENV_MODEL
 ENV_MODEL = "EMOTALK_MODEL"
-ADDON_NAME = "emotalk"  # the extension id; enabled as "bl_ext.<repo>.emotalk"
-OPERATOR_CLASS = "EMOTALK_OT_animate_from_audio"
 STRIPS_SELECTED, STRIPS_ALL = "selected", "all"
-_REPORT_LINE = re.compile(r"^Info: EmoTalk: (.*)$", re.MULTILINE)
-_WARNING_LINE = re.compile(r"^Warning: EmoTalk: (.*)$", re.MULTILINE)
-
-
-class SceneError(EmoTalkError):
-    """A .blend that cannot be baked as asked: unreadable, no target, no strips, a failed bake."""
-
-
-class SetupError(EmoTalkError):
-    """bpy or the add-on is not available, so no file can be baked."""
 
 
 # -- what to do -----------------------------------------------------------------------------------
@@ -202,220 +200,7 @@ def _check_outputs(jobs: list[FileJob], in_place: bool) -> None:
         seen[out] = job.source
 
 
-# -- controls -> the add-on's panel ---------------------------------------------------------------
-PANEL_PRESETS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
-PANEL_PERSONS = 24  # the panel's Style field: 0..23
-PANEL_MAX_SEED = 2**31 - 1  # Blender's IntProperty is a signed 32-bit int
-
-
-def panel_values(controls) -> dict[str, Any]:
-    """`EMOTALK_PG_settings` values for `inference.Controls`. Raises ControlError for what the
-    panel cannot hold (more than two styles, a preset outside its list), rather than baking
-    something other than what was asked."""
-    from .postprocess import PostProcess
-
-    emotion = controls.emotion
-    values: dict[str, Any] = {"emotion_source": emotion.source,
-                              "strength": float(emotion.strength), "level": float(controls.level)}
-    if emotion.source == "preset":
-        if emotion.preset not in PANEL_PRESETS:
-            raise ControlError(f"the add-on's panel has no emotion preset {emotion.preset!r}; "
-                               f"it offers {', '.join(PANEL_PRESETS)}")
-        values["preset"] = emotion.preset
-    if emotion.source == "reference":
-        reference = Path(emotion.reference).expanduser().absolute()
-        if probe(reference, "reference clip", AudioError) is None:
-            raise AudioError(f"reference clip not found: {shown(reference)}")
-        require_file(reference, "reference clip", AudioError, "choose an audio file")
-        values["reference"] = str(reference)
-    values.update(_person_values(controls))
-    post = controls.postprocess or PostProcess(smooth=False, blinks=False, clamp=False)
-    if post.seed > PANEL_MAX_SEED:
-        raise ControlError(f"--seed {post.seed} is too large for the panel (at most "
-                           f"{PANEL_MAX_SEED})")
-    values.update(smooth=post.smooth, blinks=post.blinks, seed=post.seed, clamp=post.clamp,
-                  mouth_amplitude=float(post.mouth_amplitude))
-    return values
-
-
-def _person_values(controls) -> dict[str, Any]:
-    """One style, or a two-style mix as (first, second, second's share)."""
-    weights = controls.person_weights or {controls.person: 1.0}
-    used = sorted((p, float(w)) for p, w in weights.items() if w > 0)
-    for person, _ in used:
-        if not 0 <= person < PANEL_PERSONS:
-            raise ControlError(f"person {person} is out of range; the panel has styles "
-                               f"0..{PANEL_PERSONS - 1}")
-    if len(used) > 2:
-        raise ControlError(f"the add-on mixes at most two styles; --person-weights names "
-                           f"{len(used)}")
-    if len(used) == 1:
-        return {"person": used[0][0], "use_second_person": False}
-    (first, w1), (second, w2) = used
-    return {"person": first, "use_second_person": True, "second_person": second,
-            "person_mix": w2 / (w1 + w2)}
-
-
-def canonical_controls(controls) -> dict[str, Any]:
-    """What determines the curves, in one comparable form: no postprocess = all steps off,
-    style weights normalised, the seed only when blinks are on, absolute reference path."""
-    from .postprocess import PostProcess
-
-    emotion = controls.emotion
-    post = controls.postprocess or PostProcess(smooth=False, blinks=False, clamp=False)
-    weights = controls.person_weights or {controls.person: 1.0}
-    total = sum(weights.values())
-    data = {"emotion_source": emotion.source, "strength": emotion.strength,
-            "level": controls.level,
-            "persons": {int(p): w / total for p, w in weights.items() if w > 0},
-            **{k: v for k, v in asdict(post).items() if k != "seed" or post.blinks}}
-    if emotion.source == "preset":
-        data["preset"] = emotion.preset
-    if emotion.source == "reference":
-        data["reference"] = str(Path(emotion.reference).expanduser().absolute())
-    return data
-
-
-def controls_differences(wanted, got) -> list[str]:
-    """Names of the settings where `got` differs from `wanted` (floats to 1e-6: the panel
-    stores float32)."""
-    a, b = canonical_controls(wanted), canonical_controls(got)
-    return [k for k in sorted(a.keys() | b.keys()) if not _close(a.get(k), b.get(k))]
-
-
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
-    return a == b
-
-
-# -- bpy and the add-on ---------------------------------------------------------------------------
-def load_bpy(user_resources: Path | None = None):
-    """The bpy module. A first import gets a private BLENDER_USER_RESOURCES (`user_resources`,
-    owned by the caller, else a temporary folder removed at exit), so the extension installed
-    for the bake never touches the user's own Blender configuration."""
-    if "bpy" not in sys.modules:
-        if importlib.util.find_spec("bpy") is None:
-            raise SetupError(
-                f"the bpy module is not installed in {sys.executable}",
-                "pip install 'emotalk-blender[blender]' (bpy 5.0.1, Python 3.11), or run the "
-                "add-on inside Blender: blender -b FILE.blend --python-expr "
-                "\"import bpy; bpy.ops.emotalk.animate_from_audio()\"")
-        if user_resources is None:
-            user_resources = Path(tempfile.mkdtemp(prefix="emotalk-blender-user-"))
-            atexit.register(shutil.rmtree, user_resources, ignore_errors=True)
-        os.environ["BLENDER_USER_RESOURCES"] = str(user_resources)
-    import bpy
-
-    return bpy
-
-
-def enabled_addon(bpy) -> str | None:
-    """The module name of an enabled EmoTalk add-on whose operator is registered, if any."""
-    if not hasattr(bpy.types, OPERATOR_CLASS):
-        return None
-    for addon in bpy.context.preferences.addons:
-        if addon.module == ADDON_NAME or addon.module.endswith("." + ADDON_NAME):
-            return addon.module
-    return None
-
-
-def ensure_addon(bpy, zip_path: Path | None = None) -> str:
-    """The enabled add-on's module name, installing the extension zip first when needed (the
-    zip given, else one built from the source tree by build_addon.py)."""
-    found = enabled_addon(bpy)
-    if found:
-        return found
-    with tempfile.TemporaryDirectory(prefix="emotalk-addon-") as tmp:
-        path = zip_path or build_addon_zip(Path(tmp))
-        if probe(path, "add-on zip", SetupError) is None:
-            raise SetupError(f"add-on zip not found: {shown(path)}")
-        require_file(path, "add-on zip", SetupError, "pass the zip made by build_addon.py")
-        try:
-            with blender_output([]):
-                bpy.ops.extensions.package_install_files(
-                    filepath=str(path), repo="user_default", enable_on_install=True)
-        except RuntimeError as exc:
-            raise SetupError(f"cannot install the add-on {path}: {operator_message(exc)}") \
-                from exc
-    found = enabled_addon(bpy)
-    if not found:
-        raise SetupError(f"installed {path}, but the EmoTalk add-on did not register")
-    return found
-
-
-def build_addon_zip(out_dir: Path) -> Path:
-    """Build the extension zip with the repository's build_addon.py (quietly)."""
-    script = Path(__file__).resolve().parents[1] / "build_addon.py"
-    if not script.is_file():
-        raise SetupError("the add-on sources are not next to emotalk_core (an installed wheel?)",
-                         "pass --addon emotalk-<version>.zip (made by build_addon.py)")
-    spec = importlib.util.spec_from_file_location("_emotalk_build_addon", script)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            spec.loader.exec_module(module)
-            return Path(module.build(out_dir))
-    except SystemExit as exc:  # build_addon reports its failures with sys.exit(message)
-        raise SetupError(f"cannot build the add-on: {exc.code}") from exc
-
-
-def addon_module(addon: str, name: str):
-    """One of the add-on's own modules (strips, operators, backend, ...)."""
-    return sys.modules.get(f"{addon}.{name}") or importlib.import_module(f"{addon}.{name}")
-
-
-def operator_message(exc: RuntimeError) -> str:
-    """The report of a failed `bpy.ops` call without Blender's prefixes."""
-    text = re.sub(r"^Operator bpy\.ops\.[\w.]+\.poll\(\)\s*", "", str(exc).strip())
-    lines = [re.sub(r"^(Error|Warning):\s*", "", line).strip() for line in text.splitlines()]
-    return "; ".join(line for line in lines if line) or "failed"
-
-
-@contextlib.contextmanager
-def blender_output(sink: list[str]) -> Iterator[None]:
-    """Keep what Blender prints off the terminal while it works, so the one progress bar stays
-    readable; the text is appended to `sink` (the bake's summary and warnings are read from
-    it). Blender writes its log on file descriptor 1 (C stdio: "Read blend" lines) and the
-    operators' reports through Python's sys.stdout, which is not fd 1 when the caller has
-    replaced it (pytest's capture, an embedding program), so both are captured."""
-    with contextlib.suppress(ValueError, OSError):
-        sys.stdout.flush()
-    _flush_c_stdio()
-    saved = os.dup(1)
-    reports = io.StringIO()
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 1)
-        try:
-            with contextlib.redirect_stdout(reports):
-                yield
-        finally:
-            _flush_c_stdio()
-            os.dup2(saved, 1)
-            os.close(saved)
-            capture.seek(0)
-            sink.append(capture.read().decode("utf-8", errors="replace") + reports.getvalue())
-
-
-def _flush_c_stdio() -> None:
-    with contextlib.suppress(Exception):  # no C library handle (Windows): Blender flushes itself
-        ctypes.CDLL(None).fflush(None)
-
-
 # -- one file -------------------------------------------------------------------------------------
-def open_blend(bpy, path: Path, log: list[str]) -> None:
-    if probe(path, ".blend file", SceneError) is None:
-        raise SceneError(f"file not found: {shown(path)}")
-    require_file(path, ".blend file", SceneError, "choose a .blend file")
-    try:
-        with blender_output(log):
-            bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
-    except RuntimeError as exc:
-        raise SceneError(f"cannot open {path.name}: {operator_message(exc)}") from exc
-
-
 def _has_keys(obj) -> bool:
     key = obj.data.shape_keys if obj.type == "MESH" else None
     return key is not None and len(key.key_blocks) > 1
@@ -514,67 +299,33 @@ def _named_strip(collection, name: str):
     return strip
 
 
-def apply_panel(scene, values: dict[str, Any]) -> None:
-    settings = scene.emotalk
-    for key, value in values.items():
-        try:
-            setattr(settings, key, value)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise ControlError(f"the add-on's panel refuses {key}={value!r}: {exc}") from exc
-
-
-def check_panel(scene, addon: str, controls) -> None:
-    """The panel, read back the way the operator reads it, must give the requested controls:
-    Blender clamps out-of-range values silently, and this catches any drift between the CLI
-    and the add-on."""
-    from .inference import Controls
-
-    applied = Controls.from_dict(addon_module(addon, "properties").controls_from(scene.emotalk))
-    diff = controls_differences(controls, applied)
-    if diff:
-        raise ControlError(f"the add-on's panel cannot hold these settings as given: "
-                           f"{', '.join(diff)}")
-
-
-def run_operator(op, log: list[str], prefix: str = "", **kwargs: Any) -> None:
-    """Call an operator; an error report, a failed poll or a cancel is a SceneError."""
+def animate(bpy, addon: str, log: list[str]) -> tuple[str, list[str]]:
+    """Run the add-on's Animate operator; returns its summary and its warnings, as the
+    operator recorded them (`operators.last_outcome()` of the installed add-on)."""
+    operators = addon_module(addon, "operators")
+    before = operators.last_outcome()
     try:
         with blender_output(log):
-            result = op(**kwargs)
-    except RuntimeError as exc:
-        raise SceneError(prefix + operator_message(exc)) from exc
-    if "FINISHED" not in result:
-        said = re.findall(r"^(?:Warning|Error): (.*)$", log[-1], re.MULTILINE)
-        raise SceneError(prefix + (said[-1] if said else f"{op.idname_py()} was cancelled"))
+            bpy.ops.emotalk.animate_from_audio()
+    except RuntimeError as exc:  # the error the operator reported, or a failed poll (no outcome)
+        outcome = operators.last_outcome()
+        failure = outcome.error if outcome is not before and outcome.error else exc
+        raise SceneError(operator_message(failure)) from exc
+    outcome = operators.last_outcome()
+    if outcome is before:
+        raise SceneError("the add-on's Animate operator ended without an outcome")
+    if outcome.error is not None:
+        raise SceneError(operator_message(outcome.error))
+    return outcome.summary, list(outcome.warnings)
 
 
-def animate(bpy, log: list[str]) -> tuple[str, list[str]]:
-    """Run the add-on's Animate operator; returns its summary line and its warnings."""
-    run_operator(bpy.ops.emotalk.animate_from_audio, log)
-    found = _REPORT_LINE.findall(log[-1])
-    return (found[-1] if found else "animated"), _WARNING_LINE.findall(log[-1])
-
-
-def save_atomic(bpy, target: Path, log: list[str]) -> None:
-    """Write the open file to `target` through a partial file in the same folder
-    (`files.new_partial`, which also removes those a killed bake left there), then rename it:
-    the target is either the old file or the complete new one. Relative paths are remapped to
-    the target's folder."""
-    fd, temp = new_partial(target, ".blend")
-    os.close(fd)
-    try:
-        with blender_output(log):
-            bpy.ops.wm.save_as_mainfile(filepath=str(temp), copy=True, check_existing=False,
-                                        relative_remap=True)
-        os.replace(temp, target)
-    except RuntimeError as exc:
-        raise SceneError(f"cannot save {target}: {operator_message(exc)}") from exc
-    except OSError as exc:
-        raise SceneError(f"cannot save {target}: {exc}") from exc
-    finally:
-        for leftover in (temp, temp.with_name(temp.name + "1"), Path(f"{temp}@")):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+def check_outcomes(addon: str) -> None:
+    """`animate` reads the operator's outcome: an add-on built before outcomes existed (an old
+    --addon zip) is refused before any file."""
+    if not hasattr(addon_module(addon, "operators"), "last_outcome"):
+        raise SetupError(f"the installed add-on ({addon}) is older than this emotalk bake: its "
+                         "Animate operator records no outcome",
+                         "pass --addon with a zip built by this version's build_addon.py")
 
 
 class Interrupted(Exception):
@@ -593,7 +344,7 @@ def bake_one(bpy, addon: str, job: FileJob, settings: BakeSettings,
                            settings.transcripts)
         select_strips(scene, addon, names)
         apply_panel(scene, settings.panel)
-        summary, warnings = animate(bpy, log)
+        summary, warnings = animate(bpy, addon, log)
         if stop.requested:
             raise Interrupted
         save_atomic(bpy, job.output, log)
@@ -663,7 +414,7 @@ def backend_environment(bpy, addon: str, settings: BakeSettings) -> Iterator[Non
 
 def check_inputs(settings: BakeSettings) -> None:
     """Failures that would hit every file, found before the first one."""
-    from .checkpoint import resolve_model_dir
+    from emotalk_core.checkpoint import resolve_model_dir
 
     resolve_model_dir(settings.model)  # raises ModelError for a missing folder
     for path in settings.audio:
@@ -683,12 +434,13 @@ def check_inputs(settings: BakeSettings) -> None:
 
 # -- the batch: worker processes ------------------------------------------------------------------
 # Blender's reader crashes (SIGSEGV) on some damaged .blend files, and no exception handler can
-# catch that. So the files are baked in a worker process (`python -m emotalk_core.bake --worker
-# PLAN FD`) that bakes them in order and reports each one on a pipe. When it dies, the file it
-# was on is reported as crashed and a fresh worker takes the files after it. The parent owns
-# every temporary folder (the add-on zip, Blender's user resources, and Blender's own temporary
-# folder through TMPDIR) and removes them however the workers end.
-WORKER_COMMAND = (sys.executable, "-m", "emotalk_core.bake", "--worker")
+# catch that. So the files are baked in a worker process (`python -m
+# blender_addon.headless.bake --worker PLAN FD`) that bakes them in order and reports each one
+# on a pipe. When it dies, the file it was on is reported as crashed and a fresh worker takes
+# the files after it. The parent owns every temporary folder (the add-on zip, Blender's user
+# resources, and Blender's own temporary folder through TMPDIR) and removes them however the
+# workers end.
+WORKER_COMMAND = (sys.executable, "-m", "blender_addon.headless.bake", "--worker")
 _ERROR_TYPES: dict[str, type[EmoTalkError]] = {
     cls.__name__: cls for cls in (SetupError, SceneError, ControlError, AudioError, OutputError)}
 
@@ -897,7 +649,7 @@ class _Reporter:
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """`python -m emotalk_core.bake --worker PLAN FD`: bake the plan's files in order."""
+    """`python -m blender_addon.headless.bake --worker PLAN FD`: bake the plan's files in order."""
     plan_path, fd = argv
     report = _Reporter(int(fd))
     signal.signal(signal.SIGTERM, _interrupt)  # the parent stops it: clean up as on Ctrl-C
@@ -924,10 +676,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 def setup_worker(settings: BakeSettings, controls: dict[str, Any]) -> tuple[Any, str]:
     """bpy with the add-on enabled and the panel holding the `controls` (their JSON form),
     refused before any file when it cannot."""
-    from .inference import Controls
+    from emotalk_core.inference import Controls
 
     bpy = load_bpy(Path(os.environ["BLENDER_USER_RESOURCES"]))
     addon = ensure_addon(bpy, settings.addon)
+    check_outcomes(addon)
     apply_panel(bpy.context.scene, settings.panel)
     check_panel(bpy.context.scene, addon, Controls.from_dict(controls))
     return bpy, addon
@@ -967,5 +720,6 @@ def _bake_guarded(bpy, addon: str, job: FileJob, settings: BakeSettings,
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["--worker"] or len(sys.argv) != 4:
-        sys.exit("usage: python -m emotalk_core.bake --worker PLAN FD (started by emotalk bake)")
+        sys.exit("usage: python -m blender_addon.headless.bake --worker PLAN FD "
+                 "(started by emotalk bake)")
     sys.exit(worker_main(sys.argv[2:]))
