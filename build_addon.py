@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Build the Blender extension zip: `python build_addon.py [--out DIR]`.
 
-The zip holds blender_addon/* plus verbatim copies of emotalk_core/protocol.py and
-emotalk_core/arkit.py (the add-on imports them as `from . import protocol, arkit`; the repository
-keeps one original of each). The version is emotalk_core.__version__, written into the zip's
+The zip holds blender_addon/* plus verbatim copies of the emotalk_core modules in `SHARED` (the
+add-on imports them as `from . import protocol, client, controls, arkit`; the repository keeps
+one original of each). The version is emotalk_core.__version__, written into the zip's
 blender_manifest.toml and build_info.json. When the bpy module is installed, Blender's own
 extension tool (`addons_core/bl_pkg/cli/blender_ext.py`, no Blender binary needed) builds and
 validates the package; otherwise the zip is written with zipfile. The zip's path is the LAST
@@ -25,7 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "blender_addon"
-SHARED = ("protocol.py", "arkit.py")  # copied verbatim from emotalk_core/
+# Copied verbatim from emotalk_core/: the wire format and its client, the controls and the
+# errors they raise, the channel names, the process check. Each imports only the standard
+# library, numpy and the others in this list.
+SHARED = ("protocol.py", "client.py", "controls.py", "errors.py", "arkit.py", "pids.py")
 EXCLUDE = ("__pycache__", ".pyc", ".pyo")
 # Folders of blender_addon/ that stay out of the zip. headless/ is the bpy-module side of
 # `emotalk bake` and `emotalk demo`: it needs emotalk_core, which Blender's Python lacks.

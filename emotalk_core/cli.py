@@ -17,8 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .controls import (
+    EMOTION_SOURCES,
+    NUM_STYLES,
+    PRESET_NAMES,
+    Controls,
+    EmotionControl,
+    PostProcess,
+    parse_person_weights,
+)
 from .errors import EXIT_ERROR, ControlError, EmoTalkError, report_error
 from .files import probe, require_file
+from .protocol import DEVICES
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -164,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=os.environ.get("EMOTALK_MODEL", "default"),
                    help="model folder, or 'default' (env EMOTALK_MODEL)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
 
 
 def add_transcript_arguments(p: argparse.ArgumentParser) -> None:
@@ -241,14 +251,16 @@ def print_warnings(warnings: Sequence[str], where: str = "") -> None:
 
 def add_control_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("controls")
-    g.add_argument("--emotion-source", choices=("audio", "reference", "preset"), default=None,
+    g.add_argument("--emotion-source", choices=EMOTION_SOURCES, default=None,
                    help="where emotion comes from (default: audio; preset if --emotion is given,"
                    " reference if --emotion-reference is given)")
-    g.add_argument("--emotion", default=None, help="preset name (neutral, happy, ...)")
+    g.add_argument("--emotion", default=None,
+                   help=f"preset name ({', '.join(PRESET_NAMES)}; a model may hold others)")
     g.add_argument("--emotion-reference", default=None, help="clip whose emotion to use")
     g.add_argument("--emotion-strength", type=float, default=1.0, help="0..1 (default 1)")
     g.add_argument("--level", type=float, default=1.0, help="intensity 0..1 (default 1)")
-    g.add_argument("--person", type=int, default=0, help="speaking style 0..23 (default 0)")
+    g.add_argument("--person", type=int, default=0,
+                   help=f"speaking style 0..{NUM_STYLES - 1} (default 0)")
     g.add_argument("--person-weights", default=None, help='a mix of styles, e.g. "3:0.5,7:0.5"')
     g.add_argument("--no-postprocess", action="store_true",
                    help="raw network output: no smoothing, blinks, clamp or amplitude change")
@@ -259,10 +271,7 @@ def add_control_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mouth-amplitude", type=float, default=1.0, help="mouth motion scale")
 
 
-def controls_from_args(args: argparse.Namespace):
-    from .inference import Controls, EmotionControl
-    from .postprocess import PostProcess
-
+def controls_from_args(args: argparse.Namespace) -> Controls:
     source = args.emotion_source or (
         "preset" if args.emotion else "reference" if args.emotion_reference else "audio")
     emotion = EmotionControl(source=source, preset=args.emotion,
@@ -272,21 +281,6 @@ def controls_from_args(args: argparse.Namespace):
         clamp=not args.no_clamp, mouth_amplitude=args.mouth_amplitude)
     return Controls(emotion=emotion, level=args.level, person=args.person,
                     person_weights=parse_person_weights(args.person_weights), postprocess=post)
-
-
-def parse_person_weights(text: str | None) -> dict[int, float] | None:
-    """'3:0.5,7:0.5' -> {3: 0.5, 7: 0.5}."""
-    if text is None:
-        return None
-    weights: dict[int, float] = {}
-    for item in text.split(","):
-        person, sep, weight = item.strip().partition(":")
-        try:
-            weights[int(person)] = float(weight) if sep else 1.0
-        except ValueError as exc:
-            raise ControlError(f"--person-weights: cannot read {item!r}; write e.g. "
-                               '"3:0.5,7:0.5"') from exc
-    return weights
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import PRESET_NAMES
+from .controls import NUM_STYLES, PRESET_NAMES
 from .errors import EmoTalkError
 from .files import atomic_write
 from .protocol import INVALID_PARAMS
 
 SPLITS = ("train", "val", "test")
 INTENSITIES = (0, 1)
-NUM_PERSONS = 24
 REQUIRED_KEYS = ("clip_id", "audio", "split")
 KEYS = (
     "clip_id", "audio", "blendshapes", "emotion", "intensity", "person", "content_id", "split",
@@ -195,8 +194,8 @@ def _value_problem(values: Mapping[str, Any]) -> str | None:
         return f"unknown emotion {emotion!r} (expected one of {', '.join(PRESET_NAMES)} or null)"
     if not _is_int(intensity) or intensity not in INTENSITIES:
         return f"intensity must be 0 (normal) or 1 (strong), got {intensity!r}"
-    if person is not None and (not _is_int(person) or not 0 <= person < NUM_PERSONS):
-        return f"person must be an integer from 0 to {NUM_PERSONS - 1} or null, got {person!r}"
+    if person is not None and (not _is_int(person) or not 0 <= person < NUM_STYLES):
+        return f"person must be an integer from 0 to {NUM_STYLES - 1} or null, got {person!r}"
     if content_id is not None and (not isinstance(content_id, str) or not content_id):
         return f"content_id must be a non-empty string or null, got {content_id!r}"
     return None
