@@ -161,7 +161,7 @@ def make_predictor(model):
 
 
 def run_predict(predictor, audio, verbose: bool):
-    from emotalk_core.inference import Controls
+    from emotalk_core.controls import Controls
 
     started = time.perf_counter()
     last = {"message": None}

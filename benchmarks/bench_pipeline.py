@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     from emotalk_core.audio import load_audio
-    from emotalk_core.inference import Controls, Predictor
+    from emotalk_core.controls import Controls
+    from emotalk_core.inference import Predictor
     from emotalk_core.phonetics import phone_track
 
     clip = load_audio(CLIP)

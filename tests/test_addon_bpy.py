@@ -22,7 +22,8 @@ import pytest
 import soundfile as sf
 
 from emotalk_core.arkit import CHANNELS
-from emotalk_core.inference import Controls, Predictor
+from emotalk_core.controls import Controls
+from emotalk_core.inference import Predictor
 from tests.conftest import speechlike
 
 pytestmark = pytest.mark.bpy

@@ -27,10 +27,10 @@ from safetensors.torch import load_file, save_file
 from emotalk_core import checkpoint as ckpt
 from emotalk_core import export, files
 from emotalk_core.cli import main
+from emotalk_core.controls import Controls
 from emotalk_core.errors import AudioError, ControlError, ModelError, OutputError
 from emotalk_core.export import write_curves
 from emotalk_core.files import atomic_write
-from emotalk_core.inference import Controls
 
 from .conftest import speechlike, tiny_wav2vec2_fields
 
@@ -382,8 +382,8 @@ def test_a_fifo_as_transcript_or_config_does_not_block(capsys, tmp_path, model, 
 
 def test_bake_and_curve_readers_check_paths_the_same_way(tmp_path):
     from blender_addon.headless import bake, panel
+    from emotalk_core.controls import EmotionControl
     from emotalk_core.export import read_curves
-    from emotalk_core.inference import EmotionControl
 
     long = tmp_path / ("x" * 300 + ".wav")
     fifo = tmp_path / "pipe.wav"

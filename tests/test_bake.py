@@ -29,10 +29,12 @@ import pytest
 import soundfile as sf
 
 from blender_addon.headless import bake, blender, panel
+from emotalk_core import controls
 from emotalk_core.arkit import CHANNELS
 from emotalk_core.cli import build_parser, controls_from_args, main
+from emotalk_core.controls import Controls
 from emotalk_core.errors import ControlError, OutputError
-from emotalk_core.inference import Controls, Predictor
+from emotalk_core.inference import Predictor
 from tests.conftest import speechlike
 
 FPS = 25
@@ -82,11 +84,11 @@ def test_panel_values_hold_the_cli_controls_or_refuse():
     assert mixed["preset"] == "sad" and mixed["emotion_source"] == "preset"
     raw = panel.panel_values(controls_of("--no-postprocess"))
     assert not (raw["smooth"] or raw["blinks"] or raw["clamp"])
-    assert panel.controls_differences(controls_of("--no-postprocess"), Controls.from_dict(
+    assert controls.differences(controls_of("--no-postprocess"), Controls.from_dict(
         {"postprocess": {"smooth": False, "blinks": False, "clamp": False, "seed": 4}})) == []
-    assert panel.controls_differences(controls_of("--level", "0.3"),
+    assert controls.differences(controls_of("--level", "0.3"),
                                       Controls(level=0.30000001192092896)) == []
-    assert panel.controls_differences(controls_of("--person", "30"), Controls(person=23)) == [
+    assert controls.differences(controls_of("--person", "30"), Controls(person=23)) == [
         "persons"]
     for argv, message in ((("--person-weights", "1:1,2:1,3:1"), "at most two"),
                           (("--emotion", "bored"), "no emotion preset"),

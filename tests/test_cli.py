@@ -41,7 +41,8 @@ def test_predict_writes_each_format(capsys, tmp_path, tiny_model_dir, speech_wav
 
 
 def test_no_postprocess_gives_the_raw_network_output(capsys, tmp_path, tiny_model_dir, speech_wav):
-    from emotalk_core.inference import Controls, Predictor
+    from emotalk_core.controls import Controls
+    from emotalk_core.inference import Predictor
 
     target = tmp_path / "raw.npy"
     code, _, err = run(capsys, "predict", str(speech_wav), "--model", str(tiny_model_dir),

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from emotalk_core import arkit, checkpoint, demo
+from blender_addon.headless import demo
+from emotalk_core import arkit, checkpoint
 from emotalk_core.config import PRESET_NAMES, compact_model_config
+from emotalk_core.controls import Controls, EmotionControl
 from emotalk_core.head import build_head
-from emotalk_core.inference import Controls, EmotionControl, Predictor
+from emotalk_core.inference import Predictor
 from training import metrics as M
 
 MODEL_DIR = checkpoint.DEFAULT_MODEL_DIR

@@ -7,16 +7,10 @@ import pytest
 import torch
 
 from emotalk_core.audio import load_audio
+from emotalk_core.controls import Controls, EmotionControl, PostProcess
 from emotalk_core.errors import Cancelled, ControlError
-from emotalk_core.inference import (
-    Controls,
-    EmotionControl,
-    Predictor,
-    crossfade_weights,
-    plan_windows,
-)
+from emotalk_core.inference import Predictor, crossfade_weights, plan_windows
 from emotalk_core.model import level_weights, one_hot_weights
-from emotalk_core.postprocess import PostProcess
 
 from .conftest import speechlike
 

@@ -202,8 +202,7 @@ def test_articulation_shuts_the_lips_where_the_contact_head_is_confident(phoneti
         predictor.model.head.bias[24] = 0.5  # jawOpen
     audio = np.random.default_rng(1).normal(0, 0.1, 32000).astype(np.float32)
     shut = predictor.predict(audio, sample_rate=16000)
-    from emotalk_core.inference import Controls
-    from emotalk_core.postprocess import PostProcess
+    from emotalk_core.controls import Controls, PostProcess
     from training.metrics import aperture
     loose = predictor.predict(audio, sample_rate=16000,
                               controls=Controls(postprocess=PostProcess(articulate=False)))

@@ -22,8 +22,8 @@ import torch
 
 from emotalk_core import __version__
 from emotalk_core import protocol as p
-from emotalk_core.client import Client
 from emotalk_core.arkit import CHANNELS
+from emotalk_core.client import Client
 
 from .conftest import speechlike
 
@@ -185,7 +185,8 @@ CONTROL_SETS = [
 
 
 def test_animate_matches_the_predictor(client, tiny_model_dir, speech_wav):
-    from emotalk_core.inference import Controls, Predictor
+    from emotalk_core.controls import Controls
+    from emotalk_core.inference import Predictor
 
     predictor = Predictor(tiny_model_dir, device="cpu")
     for controls in CONTROL_SETS:

@@ -17,7 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emotalk_core.inference import Controls, EmotionControl, Predictor
+from emotalk_core.controls import Controls, EmotionControl
+from emotalk_core.inference import Predictor
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
 from emotalk_core.model import EmoTalk
 from training.config import ConfigError, build_model_config, load_config

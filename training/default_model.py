@@ -43,9 +43,10 @@ import torch
 from emotalk_core.audio import load_audio
 from emotalk_core.checkpoint import DEFAULT_MODEL_DIR, load_model, save_model
 from emotalk_core.config import SAMPLE_RATE
+from emotalk_core.controls import Controls, EmotionControl
 from emotalk_core.errors import EmoTalkError, report_error
 from emotalk_core.head import build_head, save_npz
-from emotalk_core.inference import Controls, EmotionControl, Predictor
+from emotalk_core.inference import Predictor
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
 
 from . import evaluate as E

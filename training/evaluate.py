@@ -118,7 +118,8 @@ def evaluate(
     """Evaluate and return the report (see the module docstring)."""
     from tqdm import tqdm
 
-    from emotalk_core.inference import Controls, Predictor
+    from emotalk_core.controls import Controls
+    from emotalk_core.inference import Predictor
 
     data_dir = Path(data_dir)
     if plots is not None:

@@ -676,7 +676,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def setup_worker(settings: BakeSettings, controls: dict[str, Any]) -> tuple[Any, str]:
     """bpy with the add-on enabled and the panel holding the `controls` (their JSON form),
     refused before any file when it cannot."""
-    from emotalk_core.inference import Controls
+    from emotalk_core.controls import Controls
 
     bpy = load_bpy(Path(os.environ["BLENDER_USER_RESOURCES"]))
     addon = ensure_addon(bpy, settings.addon)

@@ -47,13 +47,14 @@ import numpy as np
 
 import emotalk_core
 from emotalk_core.arkit import CHANNELS
+from emotalk_core.controls import PRESET_NAMES
 from emotalk_core.errors import ControlError, EmoTalkError, ModelError, OutputError
 
 from . import bake, blender
-from .panel import PANEL_PRESETS, panel_values
+from .panel import panel_values
 
 if TYPE_CHECKING:
-    from emotalk_core.inference import Controls
+    from emotalk_core.controls import Controls
 
 DEMO_DIR = Path(emotalk_core.__file__).resolve().parent / "data" / "demo"
 DEMO_CLIP = DEMO_DIR / "arctic_a0007.wav"
@@ -149,7 +150,7 @@ def check_matplotlib() -> None:
 
 def setting(name: str) -> DemoSetting:
     """The controls behind a setting name (module docstring)."""
-    from emotalk_core.inference import Controls, EmotionControl
+    from emotalk_core.controls import Controls, EmotionControl
 
     if name == SPEECH:
         return DemoSetting(name, Controls(), "emotion from the speech, level 1")
@@ -164,8 +165,8 @@ def plan_settings(requested: Sequence[str], presets: Sequence[str], log: Log) ->
         if len(set(requested)) != len(requested):
             raise ControlError(f"--settings names a setting twice: {' '.join(requested)}")
         for name in requested:
-            if name != SPEECH and (name not in presets or name not in PANEL_PRESETS):
-                have = ", ".join(p for p in presets if p in PANEL_PRESETS) or "none"
+            if name != SPEECH and (name not in presets or name not in PRESET_NAMES):
+                have = ", ".join(p for p in presets if p in PRESET_NAMES) or "none"
                 raise ControlError(f"the model has no emotion preset {name!r} (it has: {have})",
                                    f"use '{SPEECH}' or one of its presets")
         return [setting(n) for n in requested]
