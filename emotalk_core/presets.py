@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import load_model, resolve_model_dir, save_model
-from .config import PRESET_NAMES
+from .controls import PRESET_NAMES
 from .errors import ControlError
 from .inference import Predictor
 from .manifest import entries_by_split, read_manifest

@@ -33,13 +33,13 @@ from typing import Any
 
 from emotalk_core.config import (
     PHONE_LABELS,
-    PRESET_NAMES,
     SAMPLE_RATE,
     CompactEncoderConfig,
     DecoderConfig,
     ModelConfig,
     Wav2Vec2EncoderConfig,
 )
+from emotalk_core.controls import PRESET_NAMES
 from emotalk_core.errors import EmoTalkError
 from emotalk_core.protocol import INVALID_PARAMS
 

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from emotalk_core.config import PRESET_NAMES
+from emotalk_core.controls import PRESET_NAMES
 from emotalk_core.errors import EmoTalkError, report_error
 from emotalk_core.manifest import ManifestEntry, read_manifest, write_manifest
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emotalk_core.config import PRESET_NAMES
+from emotalk_core.controls import NUM_STYLES, PRESET_NAMES
 from emotalk_core.manifest import ManifestEntry
 
 from .clips import DataError, Skipped
@@ -38,8 +38,8 @@ def parse_ravdess_stem(stem: str) -> dict[str, Any]:
         raise ValueError(f"emotion code {emotion:02d} is not 01..08")
     if intensity not in (1, 2):
         raise ValueError(f"intensity code {intensity:02d} is not 01 or 02")
-    if not 1 <= actor <= 24:
-        raise ValueError(f"actor {actor:02d} is not 01..24")
+    if not 1 <= actor <= NUM_STYLES:  # RAVDESS's 24 actors are the 24 styles
+        raise ValueError(f"actor {actor:02d} is not 01..{NUM_STYLES}")
     kind = "song" if vocal == 2 else "speech"
     return {
         "emotion": PRESET_NAMES[emotion - 1],
@@ -112,7 +112,7 @@ def build_3detf(
     if (root / "HDTF").is_dir():
         files = _paired_files(root / "HDTF", report, "hdtf")
         speakers = sorted({hdtf_speaker(stem) for stem, _, _ in files})
-        person = {name: i % 24 for i, name in enumerate(speakers)}
+        person = {name: i % NUM_STYLES for i, name in enumerate(speakers)}
         for stem, wav, npy in files:
             u = int(hashlib.sha1(stem.encode()).hexdigest()[:8], 16) / 2**32
             split = ("val" if u < hdtf_val_fraction
