@@ -1,8 +1,9 @@
 """The ONE place that writes shape-key curves.
 
-Keys go into the action of the shape-key datablock (`mesh.shape_keys`). For each mapped channel
-the keys inside the baked frame ranges are replaced; every other key of that curve keeps all its
-attributes (handles, interpolation, easing, type, selection), and other curves are untouched.
+Keys go into the active action of the shape-key datablock (`mesh.shape_keys`), or, one action
+per sound strip, into NLA strips on its "EmoTalk" track (`write_line_action`). For each mapped
+channel the keys inside the baked frame ranges are replaced; every other key of that curve keeps
+all its attributes (handles, interpolation, easing, type, selection); other curves are untouched.
 Writing is in bulk: `keyframe_points.add(n)` + `foreach_set`, one `fcurve.update()` per curve.
 
 Blender API differences handled here: slotted actions with channelbag F-curves (4.4+, the only
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 
 import bpy
 import numpy as np
+
+from .keys import NLA_TRACK, nla_strip_name, reduce_keys
 
 GROUP = "EmoTalk"
 
@@ -137,23 +140,96 @@ def write_shape_key_curves(
     key: bpy.types.Key,
     by_key: dict[str, int],
     blocks: Sequence[tuple[int, np.ndarray]],
+    clear: dict[str, list[tuple[int, int]]] | None = None,
+    tolerance: float = 0.0,
 ) -> int:
-    """Key every mapped shape key from `blocks` = [(first frame, (n, 52) values), ...].
+    """Key every mapped shape key from `blocks` = [(first frame, (n, 52) values), ...] in the
+    active action, first removing each shape key's keys inside the blocks and inside its
+    `clear` spans (what earlier bakes of these strips wrote elsewhere). `tolerance` > 0 keys
+    only the frames that keys.reduce_keys keeps.
 
-    Returns the number of keyframes written. Shape keys not in `by_key` and frames outside the
-    blocks are not touched.
+    Returns the number of keyframes written. Other shape keys and frames are not touched.
     """
-    if not blocks:
+    clear = clear or {}
+    if not blocks and not clear:
         return 0
     spans = [(first, first + values.shape[0]) for first, values in blocks]
-    frames = np.concatenate([first + np.arange(v.shape[0], dtype=np.float32)
-                             for first, v in blocks])
     fcurves = ensure_fcurves(key)
     written = 0
     for name, channel in by_key.items():
         if name not in key.key_blocks:
             continue
-        column = np.concatenate([v[:, channel] for _, v in blocks]).astype(np.float32)
-        replace_keys(_find_or_new(fcurves, data_path(name)), frames, column, spans)
+        frames, column = _keyed(blocks, channel, tolerance)
+        replace_keys(_find_or_new(fcurves, data_path(name)), frames, column,
+                     spans + clear.get(name, []))
         written += column.shape[0]
+    for name, old in clear.items():  # shape keys this bake no longer writes
+        curve = fcurves.find(data_path(name))
+        if name not in by_key and curve is not None:
+            replace_keys(curve, np.zeros(0, np.float32), np.zeros(0, np.float32), old)
     return written
+
+
+def _keyed(blocks: Sequence[tuple[int, np.ndarray]], channel: int,
+           tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, values) of one channel over all blocks, reduced within `tolerance`."""
+    frames, values = [], []
+    for first, block in blocks:
+        column = block[:, channel]
+        kept = reduce_keys(column, tolerance)
+        frames.append(first + kept.astype(np.float32))
+        values.append(column[kept].astype(np.float32))
+    if not frames:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    return np.concatenate(frames), np.concatenate(values)
+
+
+def write_line_action(
+    key: bpy.types.Key,
+    by_key: dict[str, int],
+    strip: str,
+    first: int,
+    values: np.ndarray,
+    tolerance: float = 0.0,
+) -> int:
+    """One sound strip's line as an action of its own, in an NLA strip on the "EmoTalk" track
+    of the shape keys (so lines can be moved, blended and muted, and hand keys in the active
+    action play on top). A line baked before is replaced. Returns the keyframes written."""
+    remove_line_action(key, strip)
+    name = nla_strip_name(strip)
+    action = bpy.data.actions.new(name)
+    fcurves = _action_fcurves(action, key)
+    written = 0
+    for shape_key, channel in by_key.items():
+        if shape_key not in key.key_blocks:
+            continue
+        frames, column = _keyed([(first, values)], channel, tolerance)
+        replace_keys(_find_or_new(fcurves, data_path(shape_key)), frames, column, [])
+        written += column.shape[0]
+    anim = key.animation_data or key.animation_data_create()
+    track = anim.nla_tracks.get(NLA_TRACK) or anim.nla_tracks.new()
+    track.name = NLA_TRACK
+    nla_strip = track.strips.new(name, first, action)
+    nla_strip.name = name
+    return written
+
+
+def remove_line_action(key: bpy.types.Key, strip: str) -> None:
+    """Remove a strip's NLA line (its NLA strip and, when nothing else uses it, its action)."""
+    anim = key.animation_data
+    track = anim.nla_tracks.get(NLA_TRACK) if anim is not None else None
+    found = track.strips.get(nla_strip_name(strip)) if track is not None else None
+    if found is None:
+        return
+    action = found.action
+    track.strips.remove(found)
+    if action is not None and action.users == 0:
+        bpy.data.actions.remove(action)
+
+
+def _action_fcurves(action: bpy.types.Action, key: bpy.types.Key):
+    """The F-curves of a new action for `key`, in a slot of its own where actions have slots."""
+    if not hasattr(action, "slots"):  # before 4.4
+        return action.fcurves
+    slot = action.slots.new(id_type="KEY", name=key.name)
+    return _channelbag(action, slot).fcurves

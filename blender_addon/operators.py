@@ -16,12 +16,13 @@ Each run of Animate from audio also records how it ended as an `Outcome`, so tha
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bpy
+import numpy as np
 from bpy.props import IntProperty, StringProperty
 
-from . import anim, backend, preferences, properties, strips
+from . import anim, backend, keys, preferences, properties, strips
 from .backend import AnimateRequest, BakeCancelled, BakeError, BakeJob, Curves
 from .mapping import ChannelMapping, build_mapping
 from .timing import AudioWindow, TimingError, audible_window, check_overlaps, scene_fps
@@ -79,6 +80,9 @@ class Plan:
     controls: dict
     temp_dir: str
     warnings: list[str]  # found while planning (a transcript file that cannot be read)
+    strip_names: list[str] = field(default_factory=list)  # one per request
+    write_mode: str = "action"  # keys.MODES
+    tolerance: float = 0.0  # key reduction; 0 keys every frame
 
 
 def make_plan(context: bpy.types.Context) -> Plan:
@@ -95,12 +99,13 @@ def make_plan(context: bpy.types.Context) -> Plan:
     temp_dir = strips.make_temp_dir()
     warnings: list[str] = []
     try:
-        requests, windows = _strip_requests(scene, rate, temp_dir, warnings)
+        requests, windows, names = _strip_requests(scene, rate, temp_dir, warnings)
     except BaseException:
         strips.remove_temp_dir(temp_dir)
         raise
     return Plan(obj, obj.data.shape_keys, object_mapping(obj), requests, windows,
-                properties.controls_from(settings), temp_dir, warnings)
+                properties.controls_from(settings), temp_dir, warnings, names,
+                settings.write_mode, settings.key_tolerance if settings.reduce_keys else 0.0)
 
 
 def _strip_requests(scene, rate: float, temp_dir: str, warnings: list[str]):
@@ -123,7 +128,7 @@ def _strip_requests(scene, rate: float, temp_dir: str, warnings: list[str]):
         check_overlaps(list(zip(names, windows, strict=True)))
     except TimingError as exc:
         raise BakeError(str(exc)) from exc
-    return requests, windows
+    return requests, windows, names
 
 
 def start_job(plan: Plan) -> BakeJob:
@@ -173,10 +178,33 @@ def write_results(plan: Plan, results: list[Curves]) -> str:
     if key is None:
         raise BakeError(f"'{plan.obj.name}' lost its shape keys during the bake")
     blocks = [(w.first_frame, c.values) for w, c in zip(plan.windows, results, strict=True)]
-    anim.write_shape_key_curves(key, plan.mapping.by_key, blocks)
+    _write_lines(key, plan, blocks)
     spans = ", ".join(f"{w.first_frame}-{w.last_frame}" for w in plan.windows)
+    where = f" as NLA strips on track '{keys.NLA_TRACK}'" if plan.write_mode == "nla" else ""
     return (f"animated {len(plan.mapping.by_key)} shape keys of '{plan.obj.name}' "
-            f"({plan.mapping.matched_count}/52 channels) on frames {spans}{_emotion(results)}")
+            f"({plan.mapping.matched_count}/52 channels) on frames {spans}{where}"
+            f"{_emotion(results)}")
+
+
+def _write_lines(key: bpy.types.Key, plan: Plan, blocks: list[tuple[int, np.ndarray]]) -> None:
+    """Replace each strip's previous bake (found in the records kept on `key`, in either mode)
+    by this one, and record what was written."""
+    records = keys.read_records(key.get(keys.RECORD_PROPERTY))
+    old_keys = keys.spans_to_clear(records, plan.strip_names, "action")
+    by_key = plan.mapping.by_key
+    if plan.write_mode == "nla":
+        if old_keys:
+            anim.write_shape_key_curves(key, {}, [], old_keys)
+        for name, (first, values) in zip(plan.strip_names, blocks, strict=True):
+            anim.write_line_action(key, by_key, name, first, values, plan.tolerance)
+    else:
+        for name in plan.strip_names:
+            anim.remove_line_action(key, name)
+        anim.write_shape_key_curves(key, by_key, blocks, old_keys, plan.tolerance)
+    for name, (first, values) in zip(plan.strip_names, blocks, strict=True):
+        records[name] = keys.BakeRecord(plan.write_mode, first, first + values.shape[0],
+                                        tuple(sorted(by_key)), keys.nla_strip_name(name))
+    key[keys.RECORD_PROPERTY] = keys.write_records(records)
 
 
 def report_success(op: bpy.types.Operator, plan: Plan, results: list[Curves]) -> None:

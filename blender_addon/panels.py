@@ -165,8 +165,24 @@ class EMOTALK_PT_postprocess(_Base, bpy.types.Panel):
         layout.prop(settings, "mouth_amplitude")
 
 
+class EMOTALK_PT_output(_Base, bpy.types.Panel):
+    bl_label = "Keys"
+    bl_parent_id = "EMOTALK_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.emotalk
+        layout.prop(settings, "write_mode", text="")
+        row = layout.row(align=True)
+        row.prop(settings, "reduce_keys")
+        sub = row.row(align=True)
+        sub.enabled = settings.reduce_keys
+        sub.prop(settings, "key_tolerance")
+
+
 CLASSES = (EMOTALK_PT_main, EMOTALK_PT_target, EMOTALK_PT_audio, EMOTALK_PT_emotion,
-           EMOTALK_PT_style, EMOTALK_PT_postprocess)
+           EMOTALK_PT_style, EMOTALK_PT_postprocess, EMOTALK_PT_output)
 
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

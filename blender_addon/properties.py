@@ -33,6 +33,13 @@ EMOTION_SOURCES = (
     ("reference", "Reference Clip", "Emotion of another clip"),
 )
 IGNORE = "NONE"
+WRITE_MODES = (
+    ("action", "Active Action", "Replace the keys of each line's frames in the shape keys' "
+     "active action (hand keys elsewhere are kept)"),
+    ("nla", "NLA Track, One Action per Line", "Each sound strip's line becomes an action of its "
+     "own on the shape keys' 'EmoTalk' NLA track: move, blend or mute lines; hand keys in the "
+     "active action play on top"),
+)
 
 
 def _channel_items() -> list[tuple[str, str, str]]:
@@ -69,6 +76,14 @@ class EMOTALK_PG_settings(bpy.types.PropertyGroup):
     mouth_amplitude: FloatProperty(name="Mouth Amplitude", default=1.0, min=0.0, max=3.0,
                                    description="Scale of mouth and jaw motion")
     show_unmatched: BoolProperty(name="Show Unmatched Channels", default=False)
+    write_mode: EnumProperty(name="Write To", default="action", items=WRITE_MODES)
+    reduce_keys: BoolProperty(
+        name="Reduce Keys", default=False,
+        description="Key only the frames needed to follow the curves within the tolerance, so "
+        "they are easier to edit by hand")
+    key_tolerance: FloatProperty(
+        name="Tolerance", default=0.01, min=0.0001, max=0.2, precision=4,
+        description="Largest allowed difference from the predicted curve (shape key value)")
 
 
 class EMOTALK_PG_override(bpy.types.PropertyGroup):
