@@ -341,6 +341,9 @@ def test_bake_writes_the_predictor_curves_to_a_copy(bpy, clips, tiny_model_dir, 
     assert keys_of(bpy, scene, "jawOpen") == {}
     made = {p.name for p in tmp_path.iterdir()} - {"line.wav", "shot.blend", "shot.blend1"}
     assert made == {"shot.emotalk.blend"}  # and no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o666 & ~umask  # a new file's usual permissions
 
 
 @pytest.mark.bpy

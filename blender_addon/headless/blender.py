@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from emotalk_core.errors import EmoTalkError
-from emotalk_core.files import new_partial, probe, require_file, shown
+from emotalk_core.files import atomic_path, probe, require_file, shown
 
 ADDON_NAME = "emotalk"  # the extension id; enabled as "bl_ext.<repo>.emotalk"
 OPERATOR_CLASS = "EMOTALK_OT_animate_from_audio"
@@ -177,21 +177,17 @@ def open_blend(bpy, path: Path, log: list[str]) -> None:
 
 def save_atomic(bpy, target: Path, log: list[str]) -> None:
     """Write the open file to `target` through a partial file in the same folder
-    (`files.new_partial`, which also removes those a killed bake left there), then rename it:
-    the target is either the old file or the complete new one. Relative paths are remapped to
-    the target's folder."""
-    fd, temp = new_partial(target, ".blend")
-    os.close(fd)
-    try:
-        with blender_output(log):
-            bpy.ops.wm.save_as_mainfile(filepath=str(temp), copy=True, check_existing=False,
-                                        relative_remap=True)
-        os.replace(temp, target)
-    except RuntimeError as exc:
-        raise SceneError(f"cannot save {target}: {operator_message(exc)}") from exc
-    except OSError as exc:
-        raise SceneError(f"cannot save {target}: {exc}") from exc
-    finally:
-        for leftover in (temp, temp.with_name(temp.name + "1"), Path(f"{temp}@")):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+    (`files.atomic_path`: synced, given the old file's permissions, then renamed; one a killed
+    bake left there is removed): the target is either the old file or the complete new one.
+    Relative paths are remapped to the target's folder."""
+    with atomic_path(target, extension=".blend", error=SceneError) as temp:
+        try:
+            with blender_output(log):
+                bpy.ops.wm.save_as_mainfile(filepath=str(temp), copy=True,
+                                            check_existing=False, relative_remap=True)
+        except RuntimeError as exc:
+            raise SceneError(f"cannot save {target}: {operator_message(exc)}") from exc
+        finally:
+            for leftover in (temp.with_name(temp.name + "1"), Path(f"{temp}@")):
+                with contextlib.suppress(OSError):  # Blender's backup and temporary copies
+                    leftover.unlink()
