@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny random model configurations (never a hub download) and test audio."""
+"""Shared fixtures: tiny random model configurations (never a hub download) and test audio.
+
+Importable without torch: the add-on's bpy tests also run in the newest bpy's Python, which has
+no torch here; there the tiny model is made by the backend's interpreter (tests/backend_python.py).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from emotalk_core.config import CompactEncoderConfig, ModelConfig, Wav2Vec2EncoderConfig
+from tests.backend_python import HAVE_TORCH, tiny_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+if HAVE_TORCH:
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "emotalk_reference"
 
@@ -74,6 +81,12 @@ def speechlike(seconds: float, seed: int = 0, sr: int = 16000) -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny compact model with a random (non-zero) head and two emotion presets."""
+    return tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def save_tiny_model(out: Path) -> Path:
+    """tiny_model_dir's model saved to `out` (also run by the backend's interpreter)."""
+    import torch
     from torch import nn
 
     from emotalk_core.checkpoint import save_model
@@ -86,7 +99,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     nn.init.normal_(net.head.weight, std=0.03)
     nn.init.constant_(net.head.bias, 0.4)
     presets = {"neutral": torch.randn(32), "happy": 3 * torch.randn(32)}
-    return save_model(tmp_path_factory.mktemp("models") / "tiny", net, presets)
+    return save_model(out, net, presets)
 
 
 @pytest.fixture(scope="session")

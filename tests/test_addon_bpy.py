@@ -2,8 +2,10 @@
 mesh whose shape keys use Apple's raw names (`eyeBlink_L`), compare with `Predictor`, and check
 the failure cases. Background bpy runs the operator synchronously, the same code as `blender -b`.
 
-bpy loads once per process, so every bpy test lives in this module. Selected with `-m bpy`;
-skipped with the reason when bpy is not installed.
+bpy loads once per process, so each tests/test_addon_bpy*.py runs in a pytest process of its own
+(the Makefile). Selected with `-m bpy`; skipped with the reason when bpy is not installed. Runs
+in a Python without torch too (the newest bpy's): the backend and the Predictor reference then
+run in the interpreter tests/backend_python.py names.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import soundfile as sf
 
 from emotalk_core.arkit import CHANNELS
 from emotalk_core.controls import Controls
-from emotalk_core.inference import Predictor
+from tests.backend_python import backend_python, predict
 from tests.conftest import speechlike
 
 pytestmark = pytest.mark.bpy
@@ -65,7 +67,9 @@ def audio(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def env(monkeypatch, tiny_model_dir):
-    monkeypatch.setenv("EMOTALK_PYTHON", sys.executable)
+    """The backend runs in the interpreter with emotalk_core and torch, which is bpy's own only
+    where bpy was installed beside torch (not on the newest line's Python 3.13)."""
+    monkeypatch.setenv("EMOTALK_PYTHON", backend_python())
     monkeypatch.setenv("EMOTALK_MODEL", str(tiny_model_dir))
 
 
@@ -164,10 +168,10 @@ def animate(bpy):
 def test_bake_matches_predictor_and_keeps_foreign_keys(bpy, scene, strips, tiny_model_dir):
     assert animate(bpy) == {"FINISHED"}
     clip = bpy.data.sounds[0].filepath
-    predictor = Predictor(tiny_model_dir, device="cpu")
     windows = [(7, 40, 6 / FPS, 39 / FPS), (60, 90, 0.0, 30 / FPS)]
     for left, right, start, end in windows:
-        want = predictor.predict(clip, start=start, end=end, fps=FPS, controls=Controls()).values
+        # Predictor with the default controls, in the backend's interpreter where bpy's has no torch
+        want = predict(tiny_model_dir, clip, start=start, end=end, fps=FPS)
         n = right - left
         assert want.shape[0] == n
         for index in (CHANNELS.index("jawOpen"), CHANNELS.index("eyeBlinkLeft"),
@@ -185,7 +189,7 @@ def test_check_backend_shows_the_model(bpy, scene):
     assert bpy.ops.emotalk.check_backend() == {"FINISHED"}
     lines = sys.modules[f"{ADDON}.preferences"]._last_check
     assert any("tiny-compact" in line for line in lines), lines
-    assert any(sys.executable in line for line in lines), lines
+    assert any(backend_python() in line for line in lines), lines
 
 
 def test_second_bake_replaces_only_inside_the_strips(bpy, scene, strips):
@@ -483,7 +487,7 @@ def test_wrong_interpreter(bpy, scene, strips, monkeypatch, tmp_path):
     monkeypatch.setenv("EMOTALK_PYTHON", str(tmp_path / "python"))
     unchanged_after(bpy, "backend Python not found")
     bare = tmp_path / "bare-python"
-    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "$@"\n')
+    bare.write_text(f'#!/bin/sh\nexec "{backend_python()}" -I -S "$@"\n')
     bare.chmod(0o755)
     monkeypatch.setenv("EMOTALK_PYTHON", str(bare))
     unchanged_after(bpy, "has no emotalk_core")
