@@ -345,8 +345,7 @@ class EMOTALK_OT_add_audio(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     filepath: StringProperty(subtype="FILE_PATH")
-    filter_glob: StringProperty(default="*.wav;*.flac;*.ogg;*.mp3;*.aif;*.aiff",
-                                options={"HIDDEN"})
+    filter_glob: StringProperty(default=strips.sound_file_glob(), options={"HIDDEN"})
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         context.window_manager.fileselect_add(self)

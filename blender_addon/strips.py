@@ -81,6 +81,13 @@ def check_speed(strip) -> None:
                         "sound at its original speed: reset the strip's retiming first")
 
 
+def sound_file_glob() -> str:
+    """The file browser's filter for files a sound strip can use: Blender's own audio and movie
+    extensions (audaspace reads a movie's sound; the backend reads both through FFmpeg)."""
+    extensions = set(bpy.path.extensions_audio) | set(bpy.path.extensions_movie)
+    return ";".join(f"*{ext}" for ext in sorted(extensions))
+
+
 def sound_duration(path: str) -> float | None:
     """Seconds of audio in `path`, or None if audaspace cannot say (the backend then reads to
     the file's end)."""

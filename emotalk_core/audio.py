@@ -1,28 +1,38 @@
 """Load audio for the network: float32, mono, 16 kHz, optionally a time window of the clip.
 
 Every wav2vec2 encoder expects mono speech at 16 kHz, whatever the user's file holds (stereo or
-surround, 8 to 192 kHz, 8 to 32 bit, WAV/FLAC/OGG/MP3). Decoding goes through soundfile
-(libsndfile), resampling through soxr at high quality; neither torch nor librosa is needed, so the
-add-on side and light tools can import this module.
+surround, 8 to 192 kHz, 8 to 32 bit). Decoding goes through soundfile (libsndfile: WAV, FLAC, OGG,
+MP3, AIFF...) first, so those give the same samples as always; whatever libsndfile refuses goes to
+FFmpeg through PyAV, which reads what Blender plays: m4a, aac, wma, opus, and the first audio
+stream of a video (mp4, mov, mkv, webm, avi...). Resampling goes through soxr at high quality;
+neither torch nor librosa is needed, and PyAV is imported only for such a file, so the add-on side
+and light tools can import this module.
 
 A window [start, end) is read from disk on its own (plus a little context for the resampler),
 so a Blender strip that uses ten seconds of an hour-long recording does not load the hour. A
 window is the matching slice of the whole clip's 16 kHz samples: its sample m is sample
 round(start * 16000) + m of the full load (so it starts within half a sample, 31 us, of `start`).
+The one exception: an AAC window that FFmpeg reaches by a seek has the same waveform but not the
+same bits where the encoder used noise substitution (the decoder draws that noise at random).
 
 Every failure is raised once as our own exception (`AudioError` for unreadable, empty or invalid
 audio, `ControlError` for a window that does not fit the clip) with a message that names the file
-and says what to do; no soundfile, soxr or numpy exception escapes.
+(and its role, such as "emotion reference clip", when the caller gives one) and says what to do;
+no soundfile, PyAV, soxr or numpy exception escapes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 import soundfile as sf
@@ -46,7 +56,14 @@ _SINGLE_READ_FORMATS = frozenset({"MP3"})
 _CONTEXT_SECONDS = 0.05
 _SKIP_BLOCK = 1 << 16  # frames decoded at a time while skipping to a window in a compressed file
 _MAX_CHANNELS = 64  # more than this in an array almost certainly means (channels, samples)
-_FORMATS_HINT = "convert it to WAV/FLAC/MP3/OGG"
+_FORMATS_HINT = "re-export it from its source, or convert it to WAV/FLAC/MP3/OGG"
+# FFmpeg demuxers whose stream duration is the stored sample count (the edit list of mp4/mov),
+# not an estimate: the decoder's padding after it is cut off, as players do. Elsewhere (raw AAC,
+# Matroska) the duration is a bitrate or rounded estimate, so the clip is what decodes.
+_STATED_LENGTH_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2"})
+# Audio decoded before a window after an FFmpeg seek and thrown away: codecs need it to settle
+# (AAC overlaps each frame with the previous one, Opus asks for 80 ms of pre-roll).
+_SEEK_WARMUP_SECONDS = 0.5
 
 
 def num_frames(num_samples: int, fps: float = FPS, sample_rate: int = SAMPLE_RATE) -> int:
@@ -59,32 +76,52 @@ def num_frames(num_samples: int, fps: float = FPS, sample_rate: int = SAMPLE_RAT
     return math.ceil(num_samples / sample_rate * fps)
 
 
-def audio_duration(path: str | os.PathLike[str]) -> float:
+def audio_duration(path: str | os.PathLike[str], *, role: str | None = None) -> float:
     """Duration of an audio file in seconds, from its header (nothing is decoded).
 
     A readable file that holds no samples gives 0.0; `load_audio` is the one that refuses it.
+    Files that state no exact length (raw AAC, Matroska) give FFmpeg's estimate. `role` names
+    the file in errors, as in `load_audio`.
     """
-    file = _checked_path(path)
-    with _open(file) as f:
+    file = _checked_path(path, role)
+    label = _label(file, role)
+    try:
+        handle = _open(file, label)
+    except _Refused as refused:
+        return _ffmpeg_duration(file, label, refused.reason)
+    with handle as f:
         return f.frames / f.samplerate if f.samplerate > 0 else 0.0
 
 
 def load_audio(
-    path: str | os.PathLike[str], start: float | None = None, end: float | None = None
+    path: str | os.PathLike[str],
+    start: float | None = None,
+    end: float | None = None,
+    *,
+    role: str | None = None,
 ) -> np.ndarray:
     """The window [start, end) seconds of an audio file as float32 mono at 16 kHz.
 
     `start` and `end` count from the file's beginning; None means the clip's start or end. An end
     past the clip by less than one output sample is clipped silently (rounding in callers that
     convert frames to seconds); anything further is a `ControlError` that states the duration.
+    `role` says what the file is to the caller ("emotion reference clip"); every error then names
+    it so, instead of just the path.
 
     Only the window (plus 50 ms of resampler context) is decoded: WAV and FLAC seek to it, Ogg
     decodes and discards what precedes it, and MP3 is decoded from its start to the window's end
-    in one call, the only way libsndfile 1.2.2 decodes mono MP3 correctly.
+    in one call, the only way libsndfile 1.2.2 decodes mono MP3 correctly. FFmpeg's formats seek
+    where the file states its length and frame timestamps count samples (mp4, mov, m4a);
+    elsewhere (raw AAC, Matroska, WebM) they are decoded from the start, once through to count
+    the clip's samples and once to the window's end, keeping no more than the window.
     """
-    file = _checked_path(path)
-    label = str(file)
-    with _open(file) as f:
+    file = _checked_path(path, role)
+    label = _label(file, role)
+    try:
+        handle = _open(file, label)
+    except _Refused as refused:
+        return _load_ffmpeg(file, start, end, label, refused.reason)
+    with handle as f:
         window = _plan_window(f.frames, f.samplerate, start, end, label)
         chunk = _read_chunk(f, window, label)
         rate = f.samplerate
@@ -114,45 +151,69 @@ def prepare_array(
 # Files
 
 
-def _checked_path(path: str | os.PathLike[str]) -> Path:
+def _label(file: Path, role: str | None) -> str:
+    """How messages name the file: its path, after its role when the caller gave one."""
+    return f"{role} {file}" if role else str(file)
+
+
+def _checked_path(path: str | os.PathLike[str], role: str | None = None) -> Path:
     """The path as a Path, after the checks that give clearer messages than libsndfile's."""
+    noun = role or "audio file"
     try:
         file = Path(os.fspath(path))
     except TypeError as exc:
-        raise AudioError(f"audio path {path!r:.80} is not a file path; pass a path string") \
-            from exc
-    status = probe(file, "audio file", AudioError)
+        raise AudioError(f"{role or 'audio'} path {path!r:.80} is not a file path; pass a path "
+                         "string") from exc
+    status = probe(file, noun, AudioError)
     if status is None:
-        raise AudioError(f"audio file {shown(file)} does not exist; check the path")
+        raise AudioError(f"{noun} {shown(file)} does not exist; check the path")
+    where = f"{role} " if role else ""
     if stat.S_ISDIR(status.st_mode):
-        raise AudioError(f"{shown(file)} is a folder, not an audio file; choose an audio file "
-                         "inside it")
-    require_file(file, "audio file", AudioError, "choose an audio file")  # FIFOs, devices
+        raise AudioError(f"{where}{shown(file)} is a folder, not an audio file; choose an audio "
+                         "file inside it")
+    require_file(file, noun, AudioError, "choose an audio file")  # FIFOs, devices
     if not os.access(file, os.R_OK):
-        raise AudioError(f"cannot open {shown(file)}: permission denied; make the file readable")
+        raise AudioError(f"cannot open {where}{shown(file)}: permission denied; make the file "
+                         "readable")
     if status.st_size == 0:
-        raise AudioError(f"{shown(file)} is an empty file (0 bytes); choose a file with sound "
-                         "in it")
+        raise AudioError(f"{where}{shown(file)} is an empty file (0 bytes); choose a file with "
+                         "sound in it")
     return file
 
 
-def _open(file: Path) -> sf.SoundFile:
-    """Open with libsndfile; a file it cannot parse is reported as not audio."""
+class _Refused(Exception):
+    """libsndfile cannot parse the file (FFmpeg's turn); `reason` is libsndfile's error."""
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+class _InvalidHeader(Exception):
+    """libsndfile opened the file but found no usable rate or channel count."""
+
+    error_string = "invalid header"
+
+
+def _open(file: Path, label: str) -> sf.SoundFile:
+    """Open with libsndfile; a file it cannot parse raises `_Refused`, for FFmpeg to try."""
     try:
         handle = sf.SoundFile(str(file))
     except MemoryError as exc:
-        raise ResourceError(f"out of memory while opening {file}; close other programs") from exc
+        raise ResourceError(f"out of memory while opening {label}; close other programs") \
+            from exc
     except Exception as exc:  # libsndfile reports bad headers as several exception types
-        raise AudioError(f"cannot read {file} as audio: {_reason(exc)}; {_FORMATS_HINT}") from exc
+        raise _Refused(exc) from exc
     if handle.samplerate <= 0 or handle.channels <= 0:
         handle.close()
-        raise AudioError(f"cannot read {file} as audio: invalid header; {_FORMATS_HINT}")
+        raise _Refused(_InvalidHeader())
     return handle
 
 
 def _reason(exc: BaseException) -> str:
-    """A one-line reason from a libsndfile or OS error."""
-    text = getattr(exc, "error_string", None) or str(exc) or type(exc).__name__
+    """A one-line reason from a libsndfile, FFmpeg or OS error."""
+    text = (getattr(exc, "error_string", None) or getattr(exc, "strerror", None) or str(exc)
+            or type(exc).__name__)
     text = " ".join(str(text).split()).rstrip(".")
     if "does not exist" in text:  # libsndfile's words for MPEG data it cannot sync to
         return "format not recognised or data damaged"
@@ -190,6 +251,214 @@ def _skip_to(f: sf.SoundFile, frame: int) -> None:
         if got == 0:  # the header overstated the length; the caller sees an empty chunk
             return
         remaining -= got
+
+
+# ---------------------------------------------------------------------------------------------
+# FFmpeg (PyAV): the formats libsndfile refuses
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """What the first audio stream of an FFmpeg input says about itself."""
+
+    index: int
+    rate: int
+    stated: int | None  # frames per a stated (exact) length, else None
+    estimate: float | None  # seconds per the container's header, maybe a bitrate estimate
+    seekable: bool  # timestamps count whole samples from the stream's start
+
+
+def _load_ffmpeg(
+    file: Path, start: float | None, end: float | None, label: str, refused: BaseException
+) -> np.ndarray:
+    """`load_audio` for a file libsndfile refused."""
+    info = _ffmpeg_stream(file, label, refused)
+    if not start and end is None:
+        chunk = _ffmpeg_read(file, info, 0, info.stated, label, refused)
+        window = _plan_window(chunk.shape[0], info.rate, start, end, label)
+    else:
+        frames = info.stated
+        if frames is None:  # no exact length in the header: count what decodes
+            frames = _ffmpeg_count(file, info, label, refused)
+        window = _plan_window(frames, info.rate, start, end, label)
+        chunk = _ffmpeg_read(file, info, window.lo, window.hi, label, refused)
+    return _finish(chunk, info.rate, window, label)
+
+
+def _ffmpeg_duration(file: Path, label: str, refused: BaseException) -> float:
+    """`audio_duration` for a file libsndfile refused: the stated length, else the header's
+    estimate, else (no estimate either) what decodes."""
+    info = _ffmpeg_stream(file, label, refused)
+    if info.stated is not None:
+        return info.stated / info.rate
+    if info.estimate is not None:
+        return info.estimate
+    return _ffmpeg_count(file, info, label, refused) / info.rate
+
+
+@contextlib.contextmanager
+def _ffmpeg_input(file: Path, label: str, refused: BaseException) -> Iterator[Any]:
+    """An open PyAV input container; errors name the file, chained to libsndfile's refusal."""
+    try:
+        import av
+    except ImportError as exc:
+        raise AudioError(
+            f"cannot read {label} as audio: {_reason(refused)}, and PyAV, which reads m4a, aac, "
+            f"mp4, mov and other FFmpeg formats, is not installed ({exc}); install it into the "
+            f"backend's Python (pip install av), or convert the file to WAV/FLAC/MP3/OGG"
+        ) from refused
+    try:
+        container = av.open(str(file), metadata_errors="ignore")
+    except MemoryError as exc:
+        raise ResourceError(f"out of memory while opening {label}; close other programs") \
+            from exc
+    except Exception as exc:  # FFmpeg's errors are OSError and ValueError subclasses
+        raise AudioError(f"cannot read {label} as audio: {_reason(exc)} (neither libsndfile "
+                         f"nor FFmpeg recognises it); {_FORMATS_HINT}") from refused
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def _ffmpeg_stream(file: Path, label: str, refused: BaseException) -> _Stream:
+    """The first audio stream's facts, or an AudioError when there is none."""
+    with _ffmpeg_input(file, label, refused) as container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            raise AudioError(f"{label} has no audio stream (it holds {', '.join(kinds)}); "
+                             "choose a file with sound in it, or add the sound to the video")
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate or 0)
+        if rate <= 0:
+            raise AudioError(f"cannot read {label} as audio: its audio stream has no sample rate "
+                             f"(the file may be damaged); {_FORMATS_HINT}") from refused
+        base, start = stream.time_base, stream.start_time
+        stated = None
+        if container.format.name in _STATED_LENGTH_FORMATS and stream.duration and base:
+            stated = round(stream.duration * base * rate)
+        estimate = container.duration / 1_000_000 if container.duration else None
+        seekable = bool(stated and base and start is not None and (base * rate).denominator == 1)
+        return _Stream(stream.index, rate, stated, estimate, seekable)
+
+
+def _ffmpeg_read(
+    file: Path, info: _Stream, lo: int, hi: int | None, label: str, refused: BaseException
+) -> np.ndarray:
+    """Mono frames [lo, hi) (hi None: to the end) as float32 (n, 1)."""
+    warmup = math.ceil(_SEEK_WARMUP_SECONDS * info.rate)
+    found = None
+    with _decoding(label):
+        if info.seekable and lo - warmup > 0:
+            with _ffmpeg_input(file, label, refused) as container:
+                found = _collect(_seek_frames(container, info, lo - warmup, label), lo, hi)
+        if found is None:
+            with _ffmpeg_input(file, label, refused) as container:
+                found = _collect(_counted_frames(container, info, label), lo, hi)
+    if found is None or (found.shape[0] == 0 and lo == 0):
+        _decoded_nothing(label, refused)
+    return found
+
+
+def _ffmpeg_count(file: Path, info: _Stream, label: str, refused: BaseException) -> int:
+    """How many samples the first audio stream decodes to (nothing is kept)."""
+    with _decoding(label), _ffmpeg_input(file, label, refused) as container:
+        total = 0
+        for frame in container.decode(container.streams[info.index]):
+            total += frame.samples
+    if total == 0:
+        _decoded_nothing(label, refused)
+    return total
+
+
+def _decoded_nothing(label: str, refused: BaseException) -> NoReturn:
+    raise AudioError(f"cannot read {label} as audio: FFmpeg decoded no samples from it (the "
+                     f"file may be damaged); {_FORMATS_HINT}") from refused
+
+
+@contextlib.contextmanager
+def _decoding(label: str) -> Iterator[None]:
+    """FFmpeg's decoding errors as AudioError (running out of memory as ResourceError)."""
+    try:
+        yield
+    except EmoTalkError:
+        raise
+    except MemoryError as exc:
+        raise ResourceError(
+            f"out of memory while reading {label}; load a shorter window (start/end)"
+        ) from exc
+    except Exception as exc:
+        raise AudioError(f"cannot read {label} as audio: {_reason(exc)} (the file may be "
+                         f"damaged); {_FORMATS_HINT}") from exc
+
+
+def _counted_frames(container: Any, info: _Stream, label: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(position, mono samples) of each decoded frame from the start, positions counted."""
+    position = 0
+    for frame in container.decode(container.streams[info.index]):
+        samples = _mono(frame, info, label)
+        yield position, samples
+        position += samples.shape[0]
+
+
+class _SeekMissed(Exception):
+    """A seek did not land where samples can be counted from; decode from the start."""
+
+
+def _seek_frames(
+    container: Any, info: _Stream, target: int, label: str
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(position, mono samples) of each frame from a seek to at most `target`, positions from
+    the frames' timestamps; raises `_SeekMissed` (the caller then decodes from the start) when
+    a frame has no timestamp or the seek landed after `target`."""
+    stream = container.streams[info.index]
+    base = Fraction(stream.time_base)
+    container.seek(stream.start_time + math.floor(Fraction(target, info.rate) / base),
+                   stream=stream, backward=True)
+    first = True
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            raise _SeekMissed
+        position = (frame.pts - stream.start_time) * base * info.rate
+        if position.denominator != 1 or (first and position > target):
+            raise _SeekMissed
+        first = False
+        yield int(position), _mono(frame, info, label)
+
+
+def _collect(
+    frames: Iterator[tuple[int, np.ndarray]], lo: int, hi: int | None
+) -> np.ndarray | None:
+    """Samples [lo, hi) from positioned frames as (n, 1); None when the frames' positions cannot
+    be trusted."""
+    parts: list[np.ndarray] = []
+    try:
+        for position, samples in frames:
+            if hi is not None and position >= hi:
+                break
+            lo_in = max(lo - position, 0)
+            hi_in = samples.shape[0] if hi is None else min(hi - position, samples.shape[0])
+            if hi_in > lo_in:
+                parts.append(samples[lo_in:hi_in])
+    except _SeekMissed:
+        return None
+    if not parts:
+        return np.zeros((0, 1), np.float32)
+    return np.concatenate(parts)[:, None]
+
+
+def _mono(frame: Any, info: _Stream, label: str) -> np.ndarray:
+    """A decoded frame as mono float32 samples (n,): channels averaged, integers scaled."""
+    if frame.sample_rate != info.rate:
+        raise AudioError(f"{label} changes its sample rate inside the audio stream "
+                         f"({info.rate} -> {frame.sample_rate} Hz); {_FORMATS_HINT}")
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    data = data.T if frame.format.is_planar else data.reshape(-1, channels)
+    data = _to_float32(data, label)
+    if channels > 1:
+        return data.mean(axis=1, dtype=np.float32)
+    return np.array(data[:, 0], dtype=np.float32)  # a copy: the frame's buffer is reused
 
 
 # ---------------------------------------------------------------------------------------------

@@ -225,7 +225,8 @@ class Predictor:
             return self.loaded.presets[emotion.preset].to(self.device)[None, None]
         if emotion.source == "reference":
             with torch.inference_mode():
-                return self._reference_features(audio_io.load_audio(emotion.reference))
+                return self._reference_features(
+                    audio_io.load_audio(emotion.reference, role="emotion reference clip"))
         return None
 
     def _reference_features(self, samples: np.ndarray) -> torch.Tensor:

@@ -1,11 +1,13 @@
 """Tests of emotalk_core.audio: decoding, downmix, resampling, windows and error reporting.
 
-Every file is written here with soundfile, so the tests need no data and run in seconds.
+Every file is written here, with soundfile or (formats only FFmpeg reads) PyAV, so the tests
+need no data and run in seconds.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +311,230 @@ def test_digital_silence_is_valid(tmp_path):
     path = _write(tmp_path / "silence.wav", np.zeros(44100, np.int16), 44100)
     out = load_audio(path)
     assert len(out) == SR and not out.any()
+
+
+# ---------------------------------------------------------------------------------------------
+# FFmpeg formats (PyAV): what Blender plays and libsndfile does not
+
+
+def write_ffmpeg(
+    path: str | Path, samples: np.ndarray, rate: int, *, codec: str = "aac",
+    video: bool = False, audio: bool = True,
+) -> Path:
+    """Encode float samples ((S,) or (S, C)) with PyAV into `path`'s container (by extension).
+
+    `video` adds a small black picture stream, interleaved with the sound as cameras write it
+    (reference footage); `audio=False` writes the picture alone. Also run by the bpy tests in
+    the backend's interpreter, where PyAV is installed.
+    """
+    import av
+
+    data = np.asarray(samples, np.float32).reshape(len(samples), -1).T  # (C, S)
+    layout = "mono" if data.shape[0] == 1 else "stereo"
+    seconds = data.shape[1] / rate
+    with av.open(str(path), "w") as out:
+        picture = out.add_stream("mpeg4", rate=25) if video else None
+        if picture is not None:
+            picture.width, picture.height, picture.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream(codec, rate=rate, layout=layout) if audio else None
+        frame_count = math.ceil(seconds * 25) if video else 0
+        shown = 0
+        for first in range(0, data.shape[1], 1024):
+            while shown < frame_count and shown / 25 <= first / rate:
+                _mux_picture(out, picture, shown)
+                shown += 1
+            if sound is not None:
+                chunk = np.ascontiguousarray(data[:, first : first + 1024])
+                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+                frame.sample_rate, frame.pts = rate, first
+                out.mux(sound.encode(frame))
+        while shown < frame_count:
+            _mux_picture(out, picture, shown)
+            shown += 1
+        for stream in (sound, picture):
+            if stream is not None:
+                out.mux(stream.encode(None))
+    return Path(path)
+
+
+def _mux_picture(out, stream, index: int) -> None:
+    import av
+
+    frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+    frame.pts = index
+    out.mux(stream.encode(frame))
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(len(a), len(b))
+    return float(np.corrcoef(a[:n], b[:n])[0, 1])
+
+
+# file name, audio encoder, with a picture stream, channels, sample rate, and whether the
+# container states the exact length (mp4/mov: then windows seek instead of decoding from the start)
+FFMPEG_CASES = [
+    pytest.param("line.m4a", "aac", False, 1, 44100, True, id="m4a"),
+    pytest.param("take.mp4", "aac", True, 2, 48000, True, id="mp4-stereo"),
+    pytest.param("take.mov", "aac", True, 1, 44100, True, id="mov"),
+    pytest.param("take.mkv", "aac", True, 1, 22050, False, id="mkv"),
+    pytest.param("line.webm", "libopus", False, 1, 48000, False, id="webm-opus"),
+]
+
+
+def _speech(rate: int, channels: int, seconds: float = 3.0) -> np.ndarray:
+    from tests.conftest import speechlike
+
+    mono = speechlike(seconds, seed=5, sr=rate)
+    return mono if channels == 1 else np.stack([mono, 0.5 * mono], axis=1)
+
+
+@pytest.mark.parametrize(("name", "codec", "video", "channels", "rate", "exact"), FFMPEG_CASES)
+def test_ffmpeg_formats_match_the_wav(tmp_path, name, codec, video, channels, rate, exact):
+    samples = _speech(rate, channels)
+    wav = load_audio(_write(tmp_path / "same.wav", samples, rate, subtype="FLOAT"))
+    path = write_ffmpeg(tmp_path / name, samples, rate, codec=codec, video=video)
+    out = load_audio(path)
+    assert out.dtype == np.float32 and out.ndim == 1 and out.flags["C_CONTIGUOUS"]
+    if exact:  # mp4/mov state their length: the codec's padding is cut off
+        assert len(out) == len(wav) == 3 * SR
+        assert audio_duration(path) == pytest.approx(3.0, abs=1e-6)
+    else:  # the clip is what decodes (the last codec frame's padding included)
+        assert 0 <= len(out) - len(wav) <= 0.03 * SR
+        assert audio_duration(path) == pytest.approx(3.0, abs=0.05)
+    assert _correlation(out, wav) > 0.98  # lossy, but in time with the WAV (no codec delay)
+
+
+@pytest.mark.parametrize(("name", "codec", "video", "channels", "rate", "exact"), FFMPEG_CASES)
+@pytest.mark.parametrize(("start", "end"), [(0.25, 1.0), (1.5, 2.5), (2.0, None)])
+def test_ffmpeg_window_matches_the_wav_window(
+    tmp_path, name, codec, video, channels, rate, exact, start, end
+):
+    samples = _speech(rate, channels)
+    wav = _write(tmp_path / "same.wav", samples, rate, subtype="FLOAT")
+    path = write_ffmpeg(tmp_path / name, samples, rate, codec=codec, video=video)
+    window = load_audio(path, start, end)
+    expected = load_audio(wav, start, end if end is not None else 3.0)
+    if exact or end is not None:
+        assert len(window) == len(expected) == round(((end or 3.0) - start) * SR)
+    assert _correlation(window, expected) > 0.98
+    full = load_audio(path)
+    first = round(start * SR)
+    # The full load's slice. After a seek (mp4/mov windows past the codec's 0.5 s warm-up),
+    # AAC's noise substitution draws other random values: the same waveform, not the same bits.
+    assert _correlation(window, full[first : first + len(window)]) > 0.99
+    if not exact or start < 0.5:  # decoded from the start: identical
+        np.testing.assert_allclose(window, full[first : first + len(window)], atol=1e-5)
+
+
+def test_ffmpeg_window_of_a_long_file_decodes_only_the_window(tmp_path, monkeypatch):
+    rate = 44100
+    path = write_ffmpeg(tmp_path / "long.m4a", _speech(rate, 1, seconds=30.0), rate)
+    decoded: list[int] = []
+    original = audio._mono
+
+    def spy(frame, *args):
+        decoded.append(frame.samples)
+        return original(frame, *args)
+
+    monkeypatch.setattr(audio, "_mono", spy)
+    out = load_audio(path, 25.0, 26.0)
+    assert len(out) == SR
+    assert 0 < sum(decoded) < 2 * rate  # one second, the codec's warm-up and resampler context
+
+
+def test_ffmpeg_bad_window_states_the_duration(tmp_path):
+    path = write_ffmpeg(tmp_path / "line.m4a", _speech(44100, 1, 1.0), 44100)
+    with pytest.raises(ControlError) as info:
+        load_audio(path, 0.5, 2.0)
+    _assert_names(info.value, path, "past the end", "duration 1.000 s")
+
+
+def test_soundfile_formats_never_reach_ffmpeg(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("libsndfile's formats must not be decoded by FFmpeg")
+
+    monkeypatch.setattr(audio, "_load_ffmpeg", refuse)
+    monkeypatch.setattr(audio, "_ffmpeg_duration", refuse)
+    for name, kwargs in [("a.wav", {}), ("a.flac", {"format": "FLAC"}),
+                         ("a.ogg", {"format": "OGG"}), ("a.mp3", {"format": "MP3"})]:
+        path = _write(tmp_path / name, _sine(44100, 1.0), 44100, **kwargs)
+        assert abs(len(load_audio(path, 0.25, 0.75)) - SR // 2) <= 1
+        assert audio_duration(path) == pytest.approx(1.0, abs=0.05)
+
+
+def test_video_without_sound(tmp_path):
+    path = write_ffmpeg(tmp_path / "silent.mov", np.zeros(44100, np.float32), 44100, video=True,
+                        audio=False)
+    for call in (lambda: load_audio(path), lambda: load_audio(path, 0.1, 0.5),
+                 lambda: audio_duration(path)):
+        with pytest.raises(AudioError) as info:
+            call()
+        _assert_names(info.value, path, "has no audio stream", "choose a file with sound")
+
+
+def _damaged(path: Path) -> None:
+    """An m4a whose AAC data is overwritten with noise (its index, written last, intact)."""
+    write_ffmpeg(path, _speech(44100, 1, 2.0), 44100)
+    data = bytearray(path.read_bytes())
+    lo, hi = len(data) // 10, len(data) // 2
+    data[lo:hi] = np.random.default_rng(1).bytes(hi - lo)
+    path.write_bytes(bytes(data))
+
+
+def _cut_in_half(path: Path) -> None:
+    """An m4a cut short: the index (written last) is gone."""
+    write_ffmpeg(path, _speech(44100, 1, 2.0), 44100)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "words"),
+    [
+        ("damaged.m4a", _damaged, "may be damaged"),
+        ("cut.m4a", _cut_in_half, "neither libsndfile nor FFmpeg recognises it"),
+        ("random.mov", lambda p: p.write_bytes(np.random.default_rng(6).bytes(4000)),
+         "neither libsndfile nor FFmpeg recognises it"),
+    ],
+)
+def test_damaged_ffmpeg_files(tmp_path, name, make, words):
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    _assert_names(info.value, path, "cannot read", "as audio", words,
+                  "convert it to WAV/FLAC/MP3/OGG")
+
+
+def test_role_names_the_file_in_every_error(tmp_path):
+    role = "emotion reference clip"
+    missing = tmp_path / "angry.m4a"
+    with pytest.raises(AudioError) as info:
+        load_audio(missing, role=role)
+    _assert_names(info.value, missing, f"{role} {missing}", "does not exist")
+    damaged = tmp_path / "damaged.m4a"
+    _damaged(damaged)
+    with pytest.raises(AudioError) as info:
+        load_audio(damaged, role=role)
+    _assert_names(info.value, damaged, f"cannot read {role} {damaged} as audio")
+    notes = tmp_path / "notes.wav"
+    notes.write_text("not audio")
+    with pytest.raises(AudioError) as info:
+        audio_duration(notes, role=role)
+    _assert_names(info.value, notes, f"cannot read {role} {notes} as audio")
+    silent = write_ffmpeg(tmp_path / "silent.mp4", np.zeros(16000, np.float32), 16000,
+                          video=True, audio=False)
+    with pytest.raises(AudioError) as info:
+        load_audio(silent, role=role)
+    _assert_names(info.value, silent, f"{role} {silent} has no audio stream")
+
+
+def test_without_pyav_the_message_says_how_to_get_it(tmp_path, monkeypatch):
+    path = write_ffmpeg(tmp_path / "line.m4a", _speech(44100, 1, 1.0), 44100)
+    monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    _assert_names(info.value, path, "cannot read", "pip install av",
+                  "convert the file to WAV/FLAC/MP3/OGG")
 
 
 # ---------------------------------------------------------------------------------------------
