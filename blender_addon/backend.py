@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 try:  # the installed extension carries verbatim copies of these modules
-    from . import arkit, client, pids, protocol
+    from . import arkit, client, errors, pids, protocol
 except ImportError:  # running from the source tree: the originals
-    from emotalk_core import arkit, client, pids, protocol
+    from emotalk_core import arkit, client, errors, pids, protocol
 
 ENV_PYTHON = "EMOTALK_PYTHON"
 ENV_MODEL = "EMOTALK_MODEL"
@@ -186,30 +186,109 @@ def _check_interpreter(python: str) -> None:
         usable = Path(python).is_file() and os.access(python, os.X_OK)
     except (OSError, ValueError) as exc:
         raise BakeError(f"cannot look at the backend Python {python[:200]}: "
-                        f"{getattr(exc, 'strerror', None) or exc}. Set it in Preferences > "
-                        f"Add-ons > EmoTalk, or with {ENV_PYTHON}") from exc
+                        f"{getattr(exc, 'strerror', None) or exc}. "
+                        f"{_change(PYTHON_PREFERENCE, ENV_PYTHON, 'to a Python interpreter')}"
+                        ) from exc
     if not usable:
-        raise BakeError(f"backend Python not found or not executable: {python}. Set it in "
-                        f"Preferences > Add-ons > EmoTalk, or with {ENV_PYTHON}")
+        raise BakeError(f"backend Python not found or not executable: {python}. "
+                        f"{_change(PYTHON_PREFERENCE, ENV_PYTHON, 'to a Python interpreter')}")
+
+
+# -- errors in the animator's words ---------------------------------------------------------------
+# Where the add-on's settings are (preferences.py's labels): each message names the one to change.
+PREFERENCES = "Edit > Preferences > Add-ons > EmoTalk"
+PYTHON_PREFERENCE = "Backend Python"
+MODEL_PREFERENCE = "Model"
+DEVICE_PREFERENCE = "Device"
+PANEL = "the EmoTalk tab of the 3D Viewport's sidebar"
+MISSING_MODULE = re.compile(r"No module named '?([\w.]+)'?")
+WITH_EMOTALK = "to a Python with emotalk installed (the repository's .venv; see the README, " \
+    "'In Blender')"
+MODEL_FOLDER = "to a model folder (config.json and model.safetensors) or to 'default'"
 
 
 def describe_error(exc: protocol.ProtocolError, backend: Backend | None, label: str = "") -> str:
-    """One sentence for the animator: the message, what to do, and for a dead backend the cause
-    found in its log (most often an interpreter without emotalk_core)."""
+    """One message for the animator: what is wrong, which setting of the add-on to change, and
+    where the log is when only the log can tell more. Worded from the error's `kind`; an older
+    backend's errors, which have none, keep the backend's own words."""
     where = f"{label}: " if label else ""
     if exc.code == protocol.BACKEND_STOPPED and backend is not None:
-        tail = backend.client.log_tail()
-        python = backend.settings.python
-        if "No module named emotalk_core" in tail or "No module named 'emotalk_core'" in tail:
-            return (f"the backend Python {python} has no emotalk_core; install the package into "
-                    f"it (pip install -e <repo>) or choose another interpreter in the add-on "
-                    f"preferences or {ENV_PYTHON}")
-        last = tail.strip().splitlines()[-1] if tail.strip() else ""
-        hint = f" Last log line: {last}" if last else ""
-        return (f"{where}the EmoTalk backend stopped; nothing was written, and the next run "
-                f"starts a fresh backend. Log: {backend.log_path}.{hint}")
+        return where + _describe_stopped(backend)
+    kind = exc.kind or (errors.KIND_INTERNAL if exc.code == protocol.INTERNAL_ERROR else None)
+    advise = _ADVICE.get(kind or "")
+    return where + (advise(exc, backend) if advise is not None else _as_sent(exc))
+
+
+def _as_sent(exc: protocol.ProtocolError) -> str:
     detail = f" ({exc.detail})" if exc.detail and exc.detail != exc.message else ""
-    return f"{where}{exc.message}{detail}"
+    return f"{exc.message}{detail}"
+
+
+def _change(preference: str, env: str | None, value: str) -> str:
+    """Which setting to change: the preference, unless an environment variable overrides it
+    (then the preference would change nothing)."""
+    if env and os.environ.get(env, "").strip():
+        return f"{env} is set and overrides the add-on's preferences: point it {value}, or unset it"
+    return f"Set {preference} in {PREFERENCES} {value}"
+
+
+def _log(backend: Backend | None) -> str:
+    return f" Log: {backend.log_path}" if backend is not None else ""
+
+
+def _describe_stopped(backend: Backend) -> str:
+    """A backend that died: the cause its log names (most often a Python without emotalk_core
+    or one of its dependencies), else the log's last line."""
+    tail = backend.client.log_tail()
+    missing = MISSING_MODULE.findall(tail)
+    python = backend.settings.python
+    if missing:
+        return (f"the backend Python {python} has no {missing[-1]}. "
+                f"{_change(PYTHON_PREFERENCE, ENV_PYTHON, WITH_EMOTALK)}, or install emotalk "
+                f"into that one (pip install -e <repo>).{_log(backend)}")
+    last = tail.strip().splitlines()[-1] if tail.strip() else ""
+    hint = f" Last log line: {last}" if last else ""
+    return (f"the EmoTalk backend stopped; nothing was written, and the next run starts a "
+            f"fresh backend. Log: {backend.log_path}.{hint}")
+
+
+def _model_advice(exc: protocol.ProtocolError, backend: Backend | None) -> str:
+    return f"{exc.message}. {_change(MODEL_PREFERENCE, ENV_MODEL, MODEL_FOLDER)}"
+
+
+def _device_advice(exc: protocol.ProtocolError, backend: Backend | None) -> str:
+    return f"{exc.message}. Choose {DEVICE_PREFERENCE}: CPU (or Auto) in {PREFERENCES}"
+
+
+def _memory_advice(exc: protocol.ProtocolError, backend: Backend | None) -> str:
+    on_gpu = backend is None or backend.settings.device != "cpu"
+    cpu = f", or choose {DEVICE_PREFERENCE}: CPU in {PREFERENCES}" if on_gpu else ""
+    return (f"{exc.message}. Animate shorter or fewer strips at a time, close other "
+            f"programs{cpu}")
+
+
+def _controls_advice(exc: protocol.ProtocolError, backend: Backend | None) -> str:
+    return f"{exc.message}. Check the settings in {PANEL}"
+
+
+def _dependency_advice(exc: protocol.ProtocolError, backend: Backend | None) -> str:
+    return (f"{exc.message}. {_change(PYTHON_PREFERENCE, ENV_PYTHON, WITH_EMOTALK)}."
+            f"{_log(backend)}")
+
+
+def _internal_advice(exc: protocol.ProtocolError, backend: Backend | None) -> str:
+    where = f"the log: {backend.log_path}" if backend is not None else "the backend's log"
+    return f"{exc.message}. This is a bug in the EmoTalk backend; please report it with {where}"
+
+
+_ADVICE: dict[str, Callable[[protocol.ProtocolError, Backend | None], str]] = {
+    errors.KIND_MODEL: _model_advice,
+    errors.KIND_DEVICE: _device_advice,
+    errors.KIND_MEMORY: _memory_advice,
+    errors.KIND_CONTROLS: _controls_advice,
+    errors.KIND_DEPENDENCY: _dependency_advice,
+    errors.KIND_INTERNAL: _internal_advice,
+}
 
 
 class Session:

@@ -93,7 +93,8 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
         if not (path / CONFIG_FILE).is_file():
             raise ModelError(
                 f"the default model is not installed at {path}",
-                "reinstall the package, or pass --model DIR with a model folder",
+                "reinstall the package, or choose a model folder",
+                cli_hint="reinstall the package, or pass --model DIR with a model folder",
             )
         return path
     path = Path(model).expanduser()
@@ -102,7 +103,9 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
         path, status = path.parent, probe(path.parent, "model folder", ModelError)
     if status is None:
         raise ModelError(f"model folder {shown(path)} does not exist",
-                         "pass --model with a folder made by training or `emotalk import-official`")
+                         "choose a folder made by training or `emotalk import-official`",
+                         cli_hint="pass --model with a folder made by training or "
+                                  "`emotalk import-official`")
     if not stat.S_ISDIR(status.st_mode):
         raise ModelError(f"model path {shown(path)} is a file, not a model folder",
                          "a model folder holds config.json and model.safetensors")

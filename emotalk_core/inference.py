@@ -24,7 +24,7 @@ from .arkit import CHANNELS
 from .checkpoint import LoadedModel, load_model
 from .config import FPS, SAMPLE_RATE
 from .controls import Controls, EmotionControl, finite_in
-from .errors import Cancelled, ControlError, ResourceError
+from .errors import Cancelled, ControlError, DeviceError, ResourceError
 from .model import EmoTalk, level_weights
 from .model.common import interpolate_frames
 from .phonetics import PhoneTrack, phone_track
@@ -141,7 +141,8 @@ class Predictor:
                 raw, contact, probs = self._network(samples, controls.emotion, target,
                                                     weights_level, weights_person, run, track)
         except torch.cuda.OutOfMemoryError as exc:
-            raise ResourceError("out of GPU memory", "use --device cpu or a shorter clip") from exc
+            raise ResourceError("out of GPU memory", "run on the CPU or use a shorter clip",
+                                cli_hint="use --device cpu or a shorter clip") from exc
         except MemoryError as exc:
             raise ResourceError("out of memory",
                                 "close other programs or use a shorter clip") from exc
@@ -331,10 +332,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ControlError("device 'cuda' was requested but no CUDA GPU is available",
-                           "use --device cpu or auto")
+        raise DeviceError("device 'cuda' was requested but no CUDA GPU is available",
+                          "choose the device cpu or auto", cli_hint="use --device cpu or auto")
     if name != "cpu" and not name.startswith("cuda"):
-        raise ControlError(f"unknown device {name!r}; use auto, cpu or cuda")
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
 
 

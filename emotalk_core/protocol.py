@@ -15,7 +15,9 @@ The protocol in brief (DESIGN.md section 5 is normative; docs/protocol.md has fu
 - Notifications: ``$/progress`` (server -> client, ``{"id", "done", "total", "message"}``, at
   least once a second while a request runs), ``$/cancelRequest`` (client -> server, ``{"id"}``;
   the request then fails with -32800), ``exit`` (client -> server; the process exits 0).
-- Errors carry ``{"code", "message", "data": {"detail"}}``; ``detail`` says what a user can do.
+- Errors carry ``{"code", "message", "data": {"detail", "kind"}}``; ``detail`` says what a user
+  can do, ``kind`` (optional: older servers omit it) what the error is about, so that each front
+  end can word its own advice (the values: ``errors.KINDS``).
   A malformed message gets an error reply (id null when the id cannot be read) and the server
   keeps serving.
 """
@@ -74,15 +76,17 @@ class ProtocolError(Exception):
     """A JSON-RPC error: a message that cannot be read, or an error reply.
 
     `id` is the request id when it could be read (so the server can answer the right request),
-    else None.
+    else None. `kind` is the reply's `data.kind` (None when the server sent none).
     """
 
-    def __init__(self, code: int, message: str, detail: str | None = None, id: Any = None):
+    def __init__(self, code: int, message: str, detail: str | None = None, id: Any = None,
+                 kind: str | None = None):
         super().__init__(message)
         self.code = int(code)
         self.message = message
         self.detail = detail or message
         self.id = id
+        self.kind = kind
 
     def __str__(self) -> str:
         if self.detail and self.detail != self.message:
@@ -91,7 +95,8 @@ class ProtocolError(Exception):
 
     def to_error(self, id: Any = None) -> dict[str, Any]:
         """This error as a JSON-RPC error response."""
-        return error(self.id if id is None else id, self.code, self.message, self.detail)
+        return error(self.id if id is None else id, self.code, self.message, self.detail,
+                     self.kind)
 
 
 class BackendError(ProtocolError):
@@ -103,10 +108,12 @@ class BackendError(ProtocolError):
         obj = obj if isinstance(obj, dict) else {}
         data = obj.get("data")
         detail = data.get("detail") if isinstance(data, dict) else None
+        kind = data.get("kind") if isinstance(data, dict) else None
         code = obj.get("code")
         code = code if isinstance(code, int) and not isinstance(code, bool) else INTERNAL_ERROR
         return cls(code, str(obj.get("message") or "unknown error"),
-                   detail if isinstance(detail, str) else None, id)
+                   detail if isinstance(detail, str) else None, id,
+                   kind if isinstance(kind, str) else None)
 
 
 # -- message constructors -------------------------------------------------------------------------
@@ -128,12 +135,14 @@ def result(id: int | str | None, value: Any) -> dict[str, Any]:
     return {"jsonrpc": JSONRPC_VERSION, "id": id, "result": value}
 
 
-def error(id: int | str | None, code: int, message: str, detail: str | None = None
-          ) -> dict[str, Any]:
-    """An error response; `detail` (what a user can do) goes to `error.data.detail`."""
+def error(id: int | str | None, code: int, message: str, detail: str | None = None,
+          kind: str | None = None) -> dict[str, Any]:
+    """An error response; `detail` (what a user can do) goes to `error.data.detail`, `kind`
+    (what the error is about) to `error.data.kind`."""
     body: dict[str, Any] = {"code": int(code), "message": str(message)}
-    if detail is not None:
-        body["data"] = {"detail": str(detail)}
+    data = {k: str(v) for k, v in (("detail", detail), ("kind", kind)) if v is not None}
+    if data:
+        body["data"] = data
     return {"jsonrpc": JSONRPC_VERSION, "id": id, "error": body}
 
 

@@ -38,7 +38,14 @@ from . import __version__
 from . import protocol as p
 from .arkit import CHANNELS
 from .controls import Controls
-from .errors import Cancelled, EmoTalkError
+from .errors import (
+    KIND_DEPENDENCY,
+    KIND_INTERNAL,
+    KIND_MEMORY,
+    KIND_PROTOCOL,
+    Cancelled,
+    EmoTalkError,
+)
 
 log = logging.getLogger("emotalk.server")
 
@@ -134,7 +141,8 @@ class _Output:
         except (TypeError, ValueError) as exc:  # a bug: never send half a message
             log.exception("cannot encode a reply")
             data = p.encode_message(p.error(msg.get("id"), p.INTERNAL_ERROR,
-                                            f"cannot encode the reply: {exc}"))
+                                            f"cannot encode the reply: {exc}", None,
+                                            KIND_INTERNAL))
         with self.lock:
             if self.broken.is_set():
                 return False
@@ -347,7 +355,8 @@ class Server:
 
     def _reply_error(self, exc: p.ProtocolError) -> None:
         log.warning("bad message: %s", exc)
-        self.output.send(exc.to_error())
+        self.output.send(p.error(exc.id, exc.code, exc.message, exc.detail,
+                                 exc.kind or KIND_PROTOCOL))
 
     def _dispatch(self, job: _Job) -> Any:
         handlers = {p.METHOD_INITIALIZE: self.initialize, p.METHOD_ANIMATE: self.animate,
@@ -461,21 +470,43 @@ def _optional(params: dict[str, Any], key: str, kind: type, default: Any) -> Any
     raise _bad_params(f"{key} must be {names.get(kind, kind.__name__)}, got {value!r:.80}")
 
 
-def _error_parts(exc: BaseException, job: _Job) -> tuple[int, str, str | None]:
-    """(code, message, detail) for an error reply. Our exceptions carry their code; anything
-    else is a bug: a short reply, the traceback in the log (stderr), never on stdout."""
+def _error_parts(exc: BaseException, job: _Job) -> tuple[int, str, str | None, str]:
+    """(code, message, detail, kind) for an error reply. Our exceptions carry their code and
+    kind; a module missing from this Python is the install's fault, not ours; anything else is
+    a bug: a short reply, the traceback in the log (stderr), never on stdout."""
     if isinstance(exc, Cancelled):  # the wording docs/protocol.md gives, whoever noticed it
         log.info("request %r (%s) cancelled", job.id, job.method)
         reply = Cancelled()
-        return reply.code, reply.message, reply.detail
-    if isinstance(exc, p.ProtocolError | EmoTalkError):
+        return reply.code, reply.message, reply.detail, reply.kind
+    if isinstance(exc, EmoTalkError):
         log.info("request %r (%s) failed: %s", job.id, job.method, exc.message)
-        return exc.code, exc.message, exc.detail
+        return exc.code, exc.message, exc.detail, exc.kind
+    if isinstance(exc, p.ProtocolError):
+        log.info("request %r (%s) failed: %s", job.id, job.method, exc.message)
+        return exc.code, exc.message, exc.detail, exc.kind or KIND_PROTOCOL
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         log.warning("request %r (%s): out of memory", job.id, job.method)
         return p.OUT_OF_MEMORY, "out of memory", "close other programs, use a shorter clip or " \
-            "the CPU"
+            "the CPU", KIND_MEMORY
+    if isinstance(exc, ImportError):
+        log.warning("request %r (%s): cannot import %s", job.id, job.method, exc.name or "a module",
+                    exc_info=True)
+        return (p.INTERNAL_ERROR, _import_message(exc), "install emotalk with its dependencies "
+                "into that Python (pip install -e <repo>), or run the backend with a Python that "
+                "has them", KIND_DEPENDENCY)
     log.exception("request %r (%s) failed unexpectedly", job.id, job.method)
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return (p.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {text}".rstrip(": "),
-            "this is a bug in the backend; the backend log (stderr) has the details")
+    return (p.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {_first_line(exc)}"
+            .rstrip(": "), "this is a bug in the backend; the backend log (stderr) has the "
+            "details", KIND_INTERNAL)
+
+
+def _import_message(exc: ImportError) -> str:
+    """What is missing, and from which interpreter: the user chose it, and must change it."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return f"the backend's Python {sys.executable} has no module named {exc.name!r}"
+    return f"the backend's Python {sys.executable} cannot import {exc.name or 'a module'}: " \
+        f"{_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else ""

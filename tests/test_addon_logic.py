@@ -413,6 +413,171 @@ def test_interpreter_missing_or_without_emotalk_core(tmp_path, clip):
     server.close()
 
 
+# -- errors in the animator's words (issue 13) ---------------------------------------------------
+PREFERENCES = "Edit > Preferences > Add-ons > EmoTalk"
+CLI_FLAGS = ("--model", "--device", "--")
+
+
+class StubClient:
+    def __init__(self, tail: str):
+        self.tail = tail
+
+    def log_tail(self) -> str:
+        return self.tail
+
+
+class StubBackend:
+    """What describe_error reads of a Backend: its settings, its log and the log's tail."""
+
+    def __init__(self, tmp_path: Path, device: str = "auto", tail: str = ""):
+        self.settings = backend.BackendSettings("/opt/py/bin/python", "default", device)
+        self.log_path = tmp_path / "backend-1.log"
+        self.client = StubClient(tail)
+
+
+def as_received(exc) -> protocol.BackendError:
+    """An emotalk_core error as a client receives it from the server (errors.py's fields)."""
+    error = protocol.error(1, exc.code, exc.message, exc.detail, exc.kind)["error"]
+    return protocol.BackendError.from_error(error, 1)
+
+
+def received(code: int, message: str, kind: str | None, detail: str | None = None):
+    return protocol.BackendError.from_error(
+        protocol.error(1, code, message, detail, kind)["error"], 1)
+
+
+@pytest.fixture
+def no_overrides(monkeypatch):
+    monkeypatch.delenv(backend.ENV_PYTHON, raising=False)
+    monkeypatch.delenv(backend.ENV_MODEL, raising=False)
+
+
+def test_a_model_error_names_the_model_preference(tmp_path, monkeypatch, no_overrides):
+    from emotalk_core import checkpoint
+    from emotalk_core.errors import ModelError
+
+    with pytest.raises(ModelError) as missing:
+        checkpoint.resolve_model_dir(tmp_path / "no-model")
+    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_DIR", tmp_path / "not-installed")
+    with pytest.raises(ModelError) as no_default:
+        checkpoint.resolve_model_dir("default")
+    for exc in (missing.value, no_default.value):
+        text = backend.describe_error(as_received(exc), StubBackend(tmp_path))
+        assert text.startswith(exc.message) and f"Set Model in {PREFERENCES}" in text, text
+        assert not any(flag in text for flag in CLI_FLAGS), text
+    monkeypatch.setenv(backend.ENV_MODEL, str(tmp_path / "no-model"))
+    text = backend.describe_error(as_received(missing.value), StubBackend(tmp_path))
+    assert "EMOTALK_MODEL is set and overrides the add-on's preferences" in text, text
+
+
+def test_a_device_error_names_the_device_preference(tmp_path, no_overrides):
+    from emotalk_core.errors import DeviceError
+    from emotalk_core.inference import resolve_device
+
+    with pytest.raises(DeviceError) as unknown:
+        resolve_device("tpu")
+    no_gpu = DeviceError("device 'cuda' was requested but no CUDA GPU is available",
+                         "choose the device cpu or auto", cli_hint="use --device cpu or auto")
+    for exc in (unknown.value, no_gpu):
+        text = backend.describe_error(as_received(exc), StubBackend(tmp_path), "strip 'A'")
+        assert text.startswith(f"strip 'A': {exc.message}"), text
+        assert f"Choose Device: CPU (or Auto) in {PREFERENCES}" in text, text
+        assert not any(flag in text for flag in CLI_FLAGS), text
+
+
+def test_out_of_memory_suggests_the_cpu_only_off_the_cpu(tmp_path, no_overrides):
+    error = received(protocol.OUT_OF_MEMORY, "out of GPU memory", "memory",
+                     "run on the CPU or use a shorter clip")
+    on_gpu = backend.describe_error(error, StubBackend(tmp_path, "cuda"))
+    assert "shorter or fewer strips" in on_gpu and f"Device: CPU in {PREFERENCES}" in on_gpu
+    on_cpu = backend.describe_error(received(protocol.OUT_OF_MEMORY, "out of memory", "memory"),
+                                    StubBackend(tmp_path, "cpu"))
+    assert "shorter or fewer strips" in on_cpu and "Device" not in on_cpu
+
+
+def test_a_controls_error_points_at_the_panel(tmp_path):
+    error = received(protocol.INVALID_PARAMS, "unknown emotion preset 'x'", "controls")
+    text = backend.describe_error(error, StubBackend(tmp_path))
+    assert text == ("unknown emotion preset 'x'. Check the settings in the EmoTalk tab of the "
+                    "3D Viewport's sidebar")
+
+
+def test_a_missing_dependency_names_the_python_preference_and_the_log(tmp_path, monkeypatch,
+                                                                      no_overrides):
+    message = "the backend's Python /opt/py/bin/python has no module named 'torch'"
+    error = received(protocol.INTERNAL_ERROR, message, "dependency", "install emotalk")
+    stub = StubBackend(tmp_path)
+    text = backend.describe_error(error, stub)
+    assert text.startswith(message) and f"Set Backend Python in {PREFERENCES}" in text, text
+    assert "README" in text and text.endswith(f"Log: {stub.log_path}"), text
+    assert "bug" not in text
+    monkeypatch.setenv(backend.ENV_PYTHON, "/opt/py/bin/python")
+    assert "EMOTALK_PYTHON is set" in backend.describe_error(error, stub)
+
+
+def test_a_bug_says_so_and_where_the_log_is(tmp_path):
+    stub = StubBackend(tmp_path)
+    for kind in ("internal", None):  # None: a server from before data.kind
+        error = received(protocol.INTERNAL_ERROR, "internal error: KeyError: 'x'", kind,
+                         "this is a bug in the backend; the backend log (stderr) has the details")
+        text = backend.describe_error(error, stub)
+        assert text.startswith("internal error: KeyError: 'x'") and "bug" in text, text
+        assert text.endswith(f"the log: {stub.log_path}"), text
+    assert "the backend's log" in backend.describe_error(error, None)
+
+
+def test_a_stopped_backend_names_the_log_and_a_missing_module(tmp_path, no_overrides):
+    stopped = received(protocol.BACKEND_STOPPED, "backend stopped (exit status 1)", None)
+    crashed = StubBackend(tmp_path, tail="Segmentation fault")
+    text = backend.describe_error(stopped, crashed, "strip 'A'")
+    assert text.startswith("strip 'A': the EmoTalk backend stopped; nothing was written")
+    assert f"Log: {crashed.log_path}" in text and "Segmentation fault" in text, text
+    for module in ("emotalk_core", "numpy"):
+        missing = StubBackend(tmp_path, tail=f"ModuleNotFoundError: No module named '{module}'")
+        text = backend.describe_error(stopped, missing)
+        assert text.startswith(f"the backend Python /opt/py/bin/python has no {module}. "
+                               f"Set Backend Python in {PREFERENCES}"), text
+        assert text.endswith(f"Log: {missing.log_path}"), text
+
+
+def test_kinds_the_add_on_has_no_advice_for_and_older_servers_keep_the_servers_words(tmp_path):
+    stub = StubBackend(tmp_path)
+    for kind in ("audio", "cancelled", "protocol", "output", "a-future-kind", None):
+        error = received(protocol.AUDIO_ERROR, "audio file /a.wav does not exist; check the path",
+                         kind, "choose another file")
+        assert backend.describe_error(error, stub, "strip 'A'") == (
+            "strip 'A': audio file /a.wav does not exist; check the path (choose another file)")
+
+
+def test_every_kind_on_the_wire_is_one_of_the_documented_set():
+    from emotalk_core import errors
+
+    documented = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    assert len(set(errors.KINDS)) == len(errors.KINDS)
+    for kind in errors.KINDS:
+        assert f"| `{kind}` |" in documented, kind
+    classes = [errors.AudioError, errors.ModelError, errors.ResourceError, errors.ControlError,
+               errors.DeviceError, errors.OutputError, errors.Cancelled, errors.EmoTalkError]
+    assert {cls.kind for cls in classes} <= set(errors.KINDS)
+
+
+def test_a_backend_without_torch_is_a_dependency_error_with_the_log(tmp_path, clip,
+                                                                    no_overrides):
+    from tests.no_torch import no_torch_python
+
+    python = str(no_torch_python(tmp_path, sys.executable))
+    server = backend.Backend(backend.BackendSettings(python, "default"), tmp_path / "log.txt")
+    try:
+        with pytest.raises(backend.BakeError) as info:
+            backend.BakeJob(server, [request(clip)], {}).run()
+    finally:
+        server.close()
+    text = str(info.value)
+    assert text.startswith("the backend's Python ") and "has no module named 'torch'" in text
+    assert f"Set Backend Python in {PREFERENCES}" in text, text
+    assert text.endswith(f"Log: {tmp_path / 'log.txt'}") and "bug" not in text, text
+
+
 # -- the extension zip ---------------------------------------------------------------------------
 def test_build_addon_zip(tmp_path, capsys):
     import zipfile

@@ -133,6 +133,7 @@ def test_requests_before_initialize_fail_except_shutdown(raw):
     reply, _ = raw.until(1)
     assert reply["error"]["code"] == p.MODEL_ERROR
     assert "initialize" in reply["error"]["data"]["detail"]
+    assert reply["error"]["data"]["kind"] == "protocol"  # the client's mistake, not the model's
     raw.send(p.request(2, "no/such/method"))
     assert raw.until(2)[0]["error"]["code"] == p.METHOD_NOT_FOUND
     raw.send(p.request(3, "shutdown"))
@@ -218,12 +219,16 @@ def test_missing_audio_is_an_audio_error(client, tmp_path):
         client.call("animate", p.animate_params(tmp_path / "missing.wav"), timeout=TIMEOUT)
     assert info.value.code == p.AUDIO_ERROR
     assert "missing.wav" in info.value.message and info.value.detail
+    assert info.value.kind == "audio"
 
 
 def test_missing_model_is_a_model_error_and_keeps_the_loaded_one(client, tmp_path, speech_wav):
     with pytest.raises(p.BackendError) as info:
         client.call("initialize", init_params(tmp_path / "no-model"), timeout=TIMEOUT)
     assert info.value.code == p.MODEL_ERROR and info.value.detail
+    assert info.value.kind == "model"
+    # the command line's flags are its own: a client words the fix from the kind
+    assert "--model" not in str(info.value)
     assert client.call("animate", p.animate_params(speech_wav), timeout=TIMEOUT)["frames"] == 60
 
 
@@ -245,6 +250,7 @@ def test_bad_animate_params(client, speech_wav, params, code):
     with pytest.raises(p.BackendError) as info:
         client.call("animate", params, timeout=TIMEOUT)
     assert info.value.code == code and info.value.detail
+    assert info.value.kind in ("protocol", "controls")
 
 
 def test_transcript_reaches_the_model_and_its_warning_comes_back(client, speech_wav):
@@ -311,6 +317,36 @@ def test_protocol_version_mismatch(client):
     with pytest.raises(p.BackendError) as info:
         client.call("initialize", {"protocolVersion": 2, "model": "default"}, timeout=TIMEOUT)
     assert info.value.code == p.INVALID_PARAMS and "version" in info.value.message
+    assert info.value.kind == "protocol"
+
+
+def test_an_unknown_or_absent_device_is_a_device_error(client, tiny_model_dir, speech_wav):
+    devices = ["tpu"] if torch.cuda.is_available() else ["tpu", "cuda"]
+    for device in devices:
+        with pytest.raises(p.BackendError) as info:
+            client.call("initialize", {**init_params(tiny_model_dir), "device": device},
+                        timeout=TIMEOUT)
+        assert (info.value.code, info.value.kind) == (p.INVALID_PARAMS, "device"), device
+        assert "--device" not in str(info.value)
+    assert client.call("animate", p.animate_params(speech_wav), timeout=TIMEOUT)["frames"] == 60
+
+
+def test_a_missing_torch_is_a_dependency_error_naming_it_and_the_python(tmp_path,
+                                                                         tiny_model_dir):
+    server = RawServer(tmp_path / "raw.log", [sys.executable, str(ROOT / "tests" / "no_torch.py"),
+                                               "-m", "emotalk_core", "serve"])
+    try:
+        server.send(p.request(1, "initialize", init_params(tiny_model_dir)))
+        error = server.until(1)[0]["error"]
+        assert error["data"]["kind"] == "dependency", error
+        assert "'torch'" in error["message"] and sys.executable in error["message"], error
+        assert "bug" not in json.dumps(error), error
+        # the server lives on: the next request is answered, and it still has no model
+        server.send(p.request(2, "animate", p.animate_params("x.wav")))
+        assert server.until(2)[0]["error"]["data"]["kind"] == "protocol"
+    finally:
+        server.close()
+    assert "Traceback" in (tmp_path / "raw.log").read_text()  # the log keeps the cause
 
 
 def test_cancel_mid_request_and_the_server_stays_usable(client, long_wav, speech_wav):
@@ -427,8 +463,9 @@ def test_the_cancel_reply_is_the_one_the_docs_show(client, long_wav):
     handle.cancel()
     with pytest.raises(p.BackendError) as info:
         handle.wait(timeout=TIMEOUT)
-    assert (info.value.code, info.value.message, info.value.detail) == (
-        documented["code"], documented["message"], documented["data"]["detail"])
+    assert (info.value.code, info.value.message, info.value.detail, info.value.kind) == (
+        documented["code"], documented["message"], documented["data"]["detail"],
+        documented["data"]["kind"])
 
 
 # -- the server's exit when its client goes away or it is interrupted (issue 11) ----------------
