@@ -70,7 +70,8 @@ test-bpy-lts: $(LTS_STAMP)
 
 # Only the add-on as users install it: the headless bake and demo need emotalk_core and torch in
 # bpy's own process, which Python 3.13 here cannot have (they run on the two lines above).
-test-bpy-53: $(NEW_STAMP)
+# .venv is the backend these tests start.
+test-bpy-53: $(STAMP) $(NEW_STAMP)
 	@$(call run-each,$(NEW_VENV)/bin/python,$(ADDON_BPY_TESTS))
 
 # The quick default selection (no slow or bpy tests).
