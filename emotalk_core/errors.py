@@ -98,6 +98,12 @@ class OutputError(EmoTalkError):
     kind = KIND_OUTPUT
 
 
+class DependencyError(EmoTalkError):
+    """A module the backend needs is not installed in its Python."""
+
+    kind = KIND_DEPENDENCY
+
+
 class Cancelled(EmoTalkError):
     """The caller cancelled the work. The one message, which docs/protocol.md quotes for a
     `$/cancelRequest`, whichever layer notices the cancel first."""

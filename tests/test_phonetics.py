@@ -4,6 +4,8 @@ does with it."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,14 @@ def test_long_audio_decodes_from_a_script_without_a_main_guard(tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("decoded") and done.stdout.split()[-1] == "70.0"
+
+
+def test_a_missing_pocketsphinx_is_a_dependency_error(monkeypatch):
+    from emotalk_core.errors import DependencyError
+    from emotalk_core.phonetics import loop
+
+    monkeypatch.setattr(loop, "_decoder", None)
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # import fails
+    with pytest.raises(DependencyError, match="no module named 'pocketsphinx'") as caught:
+        loop._get_decoder()
+    assert caught.value.kind == "dependency"

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import Cancelled, EmoTalkError
+from ..errors import Cancelled, DependencyError, EmoTalkError
 from .phonemes import ARPABET, SIL, strip_stress
 
 SAMPLE_RATE = 16000
@@ -55,9 +55,10 @@ def _get_decoder():  # noqa: ANN202 (pocketsphinx.Decoder)
         try:
             from pocketsphinx import Decoder, get_model_path
         except ImportError as exc:
-            raise PhoneDecodingError(
-                "pocketsphinx is not installed", "pip install pocketsphinx (a dependency of "
-                "emotalk-blender; reinstall the package)") from exc
+            raise DependencyError(
+                f"the backend's Python {sys.executable} has no module named 'pocketsphinx'",
+                "pip install pocketsphinx (a dependency of emotalk-blender; reinstall the "
+                "package)") from exc
         phone_lm = os.path.join(get_model_path(), "en-us", "en-us-phone.lm.bin")
         _decoder = Decoder(allphone=phone_lm, lm=None, samprate=SAMPLE_RATE,
                            loglevel="FATAL", bestpath=False)
