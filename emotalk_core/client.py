@@ -267,8 +267,14 @@ class Client:
                 pass
             self._close_stdin()
             self._wait_or_stop(grace)
+        self._close_stdin()  # a backend that exited by itself left it open
         self._reader_thread.join(grace)
         self._stderr_thread.join(grace)
+        for stream, reader in ((self.process.stdout, self._reader_thread),
+                               (self.process.stderr, self._stderr_thread)):
+            if stream is not None and not reader.is_alive():  # else its thread still reads
+                with contextlib.suppress(OSError):
+                    stream.close()
         self._close_log()
         return self.process.returncode
 

@@ -143,6 +143,14 @@ def test_a_dead_backend_fails_every_pending_and_later_call(fake_client, tmp_path
     assert "dying on purpose" in (tmp_path / "backend.log").read_text()
 
 
+def test_close_releases_every_pipe_even_of_a_dead_backend(fake_client):
+    with pytest.raises(p.BackendError):
+        fake_client.call("die", timeout=20)
+    fake_client.close(grace=2.0)
+    process = fake_client.process
+    assert process.stdin.closed and process.stdout.closed and process.stderr.closed
+
+
 def test_a_backend_that_cannot_start_fails_clearly(tmp_path):
     with pytest.raises(p.BackendError) as info:
         c.Client([str(tmp_path / "no-such-python")])
