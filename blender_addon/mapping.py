@@ -6,6 +6,11 @@ Character Creator (`Eye_Blink_L`, `Brow_Drop_L`, `Eye_L_Look_Down`, `A14_Eye_Bli
 Matching uses `arkit.normalize` (the backend's own rule, one source of truth) and, for names that
 are not a respelling, an alias table of one-to-one equivalents. Per-object overrides win over
 everything: an animator can always say which key drives which channel, or that a key is ignored.
+
+Viseme rigs (VRChat / Oculus, VRM, MMD, Preston Blair sets; `visemes.py`) are matched to the
+virtual viseme channels after the 52, but only when the ARKit match leaves the rig without
+jawOpen: a rig with an ARKit mouth speaks with it, and its viseme keys (Ready Player Me and
+VRoid "perfect sync" models have both) stay still instead of moving the lips a second time.
 """
 
 from __future__ import annotations
@@ -14,12 +19,17 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from . import visemes
+
 try:  # the installed extension carries a verbatim copy of emotalk_core/arkit.py
     from . import arkit
 except ImportError:  # running from the source tree: the one original
     from emotalk_core import arkit
 
 CHANNELS: tuple[str, ...] = arkit.CHANNELS
+# Every channel a key can take: the 52, then the virtual viseme channels (index 52 on).
+ALL_CHANNELS: tuple[str, ...] = CHANNELS + visemes.CHANNELS
+ALL_INDEX: dict[str, int] = {name: i for i, name in enumerate(ALL_CHANNELS)}
 normalize = arkit.normalize
 
 # One-to-one equivalents that normalisation alone cannot find. Keys are spelled as the rigs
@@ -60,8 +70,9 @@ RANK_OVERRIDE, RANK_EXACT, RANK_NORMALIZED, RANK_ALIAS = 0, 1, 2, 3
 class ChannelMapping:
     """The result of matching one object's shape keys.
 
-    `by_key` maps a shape-key name to the channel index it receives; `unmatched` lists the ARKit
-    channels that drive no key, in channel order, so the panel can show them.
+    `by_key` maps a shape-key name to the channel index it receives (an index into
+    ALL_CHANNELS: the viseme channels come after the 52); `unmatched` lists the ARKit channels
+    that drive no key, in channel order, so the panel can show them.
     """
 
     by_key: dict[str, int]
@@ -70,7 +81,12 @@ class ChannelMapping:
     @property
     def matched_count(self) -> int:
         """How many of the 52 channels drive at least one key."""
-        return len(set(self.by_key.values()))
+        return len({i for i in self.by_key.values() if i < visemes.FIRST})
+
+    @property
+    def viseme_count(self) -> int:
+        """How many viseme channels drive at least one key (0: the rig speaks in ARKit)."""
+        return len({i for i in self.by_key.values() if i >= visemes.FIRST})
 
     def __bool__(self) -> bool:
         return bool(self.by_key)
@@ -101,18 +117,20 @@ def build_mapping(
     """Match shape keys to channels.
 
     `key_names` excludes the reference ("Basis") key. `overrides` maps a shape-key name to a
-    channel name, or to None / "" to ignore that key; overrides for keys the mesh does not have
-    are ignored (an object keeps them when a key is renamed or removed). A channel named by an
+    channel name (ARKit or viseme: ALL_CHANNELS), or to None / "" to ignore that key; overrides
+    for keys the mesh does not have are ignored (an object keeps them when a key is renamed or
+    removed). A channel named by an
     override drives only the keys its overrides name. Otherwise each channel drives the one key
     that matches it best (exact name, then respelling, then alias; the first key on a tie), so
-    a rig that has both `eyeBlinkLeft` and `Fcl_EYE_Close_L` does not blink twice.
+    a rig that has both `eyeBlinkLeft` and `Fcl_EYE_Close_L` does not blink twice. Viseme
+    keys follow the same rule, matched only when no key takes jawOpen (see the module).
     """
     names = list(dict.fromkeys(key_names))
     overrides = dict(overrides or {})
     by_key: dict[str, int] = {}
     for name in names:
         if name in overrides and overrides[name]:
-            index = arkit.INDEX.get(str(overrides[name]))
+            index = ALL_INDEX.get(str(overrides[name]))
             if index is not None:
                 by_key[name] = index
     claimed = set(by_key.values())
@@ -128,7 +146,28 @@ def build_mapping(
             best[index] = (rank, order, name)
     for index, (_, _, name) in best.items():
         by_key[name] = index
+    if arkit.JAW_OPEN not in by_key.values():
+        _match_visemes(names, overrides, by_key)
     by_key = {name: by_key[name] for name in names if name in by_key}  # keep key order
     used = set(by_key.values())
     unmatched = tuple(name for i, name in enumerate(CHANNELS) if i not in used)
     return ChannelMapping(by_key=by_key, unmatched=unmatched)
+
+
+def _match_visemes(names: list[str], overrides: Mapping[str, str | None],
+                   by_key: dict[str, int]) -> None:
+    """Add the rig's viseme keys to `by_key`: one key per viseme channel that no override has
+    claimed (the lower rank, then the first key), none that overrides or ARKit took. Keys with
+    overrides still count towards recognising the set."""
+    candidates = [name for name in names if name in overrides or name not in by_key]
+    position = {name: i for i, name in enumerate(names)}
+    claimed = set(by_key.values())
+    best: dict[int, tuple[int, int, str]] = {}
+    for name, (index, rank) in visemes.match_names(candidates).items():
+        if name in overrides or index in claimed:
+            continue
+        order = position[name]
+        if index not in best or (rank, order) < best[index][:2]:
+            best[index] = (rank, order, name)
+    for index, (_, _, name) in best.items():
+        by_key[name] = index

@@ -19,7 +19,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import transcripts
+from . import transcripts, visemes
 from .mapping import CHANNELS
 
 try:  # the installed extension carries a verbatim copy of emotalk_core/controls.py
@@ -43,8 +43,11 @@ WRITE_MODES = (
 
 
 def _channel_items() -> list[tuple[str, str, str]]:
+    # Blender stores an enum by its position: new channels go at the end, so the overrides
+    # saved in older files keep their channel.
     items = [(IGNORE, "(Ignore)", "Do not animate this shape key")]
-    return items + [(name, name, f"ARKit channel {i}") for i, name in enumerate(CHANNELS)]
+    items += [(name, name, f"ARKit channel {i}") for i, name in enumerate(CHANNELS)]
+    return items + [(name, name, visemes.describe(name)) for name in visemes.CHANNELS]
 
 
 class EMOTALK_PG_settings(bpy.types.PropertyGroup):
