@@ -16,13 +16,14 @@ Each run of Animate from audio also records how it ended as an `Outcome`, so tha
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import bpy
 import numpy as np
 from bpy.props import IntProperty, StringProperty
 
-from . import anim, backend, keys, preferences, properties, strips, visemes
+from . import anim, backend, checks, keys, preferences, properties, strips
 from .backend import AnimateRequest, BakeCancelled, BakeError, BakeJob, Curves
 from .mapping import ChannelMapping, build_mapping
 from .timing import AudioWindow, TimingError, audible_window, check_overlaps, scene_fps
@@ -61,11 +62,51 @@ def unavailable_reason(context: bpy.types.Context) -> str | None:
         return f"The active object '{obj.name}' is not a mesh"
     if not shape_key_names(obj):
         return f"'{obj.name}' has no shape keys"
+    problem = checks.target_problem(key_owner(obj))
+    if problem:
+        return problem
     if not object_mapping(obj):
         return f"None of the shape keys of '{obj.name}' match an ARKit channel (add overrides)"
-    if context.scene is None or not strips.selected_sound_strips(context.scene):
-        return "Select one or more sound strips in the sequencer, or add an audio file"
-    return None
+    sequencer = strips.sequencer_scene(context)
+    if context.scene is None or sequencer is None:
+        return checks.NO_STRIPS
+    return strips.sound_selection(sequencer).problem() or _rate_problem(sequencer, context.scene)
+
+
+def key_owner(obj: bpy.types.Object) -> checks.KeyOwner:
+    """Where the object's shape keys live, as `checks.target_problem` judges it. Blender marks
+    a value it will not let the user edit read-only; linked data and system overrides are
+    named apart because their fixes differ."""
+    key = obj.data.shape_keys
+    library = key.library or obj.data.library
+    overrides = [i.override_library for i in (key, obj.data) if i.override_library is not None]
+    return checks.KeyOwner(
+        obj.name,
+        library=(bpy.path.basename(library.filepath) or library.name) if library else None,
+        system_override=any(o.is_system_override for o in overrides),
+        read_only=(not getattr(key, "is_editable", True)
+                   or key.key_blocks[-1].is_property_readonly("value")))
+
+
+def _rate_problem(sequencer: bpy.types.Scene, scene: bpy.types.Scene) -> str | None:
+    try:
+        return checks.rate_problem(sequencer.name, _fps(sequencer), scene.name, _fps(scene))
+    except TimingError as exc:
+        return str(exc)
+
+
+def _fps(scene: bpy.types.Scene) -> float:
+    return scene_fps(scene.render.fps, scene.render.fps_base)
+
+
+def target_warnings(obj: bpy.types.Object, mapping: ChannelMapping) -> list[str]:
+    """What makes a bake onto this object show little: keys under drivers, few mouth shapes."""
+    key = obj.data.shape_keys
+    anim = key.animation_data if key is not None else None
+    driven = checks.driven_keys(d.data_path for d in (anim.drivers if anim else ()))
+    found = (checks.driver_warning(mapping.by_key, driven),
+             checks.mouth_warning(mapping.by_key.values()))
+    return [warning for warning in found if warning]
 
 
 @dataclass
@@ -86,36 +127,46 @@ class Plan:
 
 
 def make_plan(context: bpy.types.Context) -> Plan:
+    """The strips come from the scene the sequencer shows (`strips.sequencer_scene`; usually
+    the scene itself). Their keys go on that scene's frame numbers, timed at its frame rate,
+    which `unavailable_reason` has checked equals the animated scene's."""
     reason = unavailable_reason(context)
     if reason:
         raise BakeError(reason)
-    obj, scene = target_object(context), context.scene
-    rate = scene_fps(scene.render.fps, scene.render.fps_base)
+    obj, scene, sequencer = target_object(context), context.scene, strips.sequencer_scene(context)
+    rate = _fps(sequencer)
     settings = scene.emotalk
     if settings.emotion_source == "reference":
         ref = bpy.path.abspath(settings.reference) if settings.reference else ""
         if not ref or not os.path.isfile(ref):
             raise BakeError(f"reference clip not found: {ref or '(none chosen)'}")
+    selection = strips.sound_selection(sequencer)
+    note = checks.other_scene_note(sequencer.name, scene.name)
+    warnings = selection.notes() + ([note] if note else [])
     temp_dir = strips.make_temp_dir()
-    warnings: list[str] = []
     try:
-        requests, windows, names = _strip_requests(scene, rate, temp_dir, warnings)
+        requests, windows, names = _strip_requests(selection.picks, rate, temp_dir, warnings)
     except BaseException:
         strips.remove_temp_dir(temp_dir)
         raise
-    return Plan(obj, obj.data.shape_keys, object_mapping(obj), requests, windows,
+    mapping = object_mapping(obj)
+    warnings += target_warnings(obj, mapping)
+    return Plan(obj, obj.data.shape_keys, mapping, requests, windows,
                 properties.controls_from(settings), temp_dir, warnings, names,
                 settings.write_mode, settings.key_tolerance if settings.reduce_keys else 0.0)
 
 
-def _strip_requests(scene, rate: float, temp_dir: str, warnings: list[str]):
+def _strip_requests(picks: Sequence[checks.SoundPick], rate: float, temp_dir: str,
+                    warnings: list[str]):
     requests, windows, names = [], [], []
-    for strip in strips.selected_sound_strips(scene):
+    for pick in picks:
+        strip = pick.ref
         names.append(strip.name)
         strips.check_speed(strip)
         path = strips.audio_file(strip, temp_dir)
         try:
-            window = audible_window(strips.strip_timing(strip, path), rate)
+            timing = checks.clip_timing(strips.strip_timing(strip, path), pick)
+            window = audible_window(timing, rate)
         except TimingError as exc:
             raise BakeError(str(exc)) from exc
         windows.append(window)
@@ -178,15 +229,11 @@ def write_results(plan: Plan, results: list[Curves]) -> str:
     if key is None:
         raise BakeError(f"'{plan.obj.name}' lost its shape keys during the bake")
     blocks = [(w.first_frame, c.values) for w, c in zip(plan.windows, results, strict=True)]
-    if plan.mapping.viseme_count:  # the viseme channels follow the 52 in each block
-        blocks = [(first, visemes.extend(values)) for first, values in blocks]
     _write_lines(key, plan, blocks)
     spans = ", ".join(f"{w.first_frame}-{w.last_frame}" for w in plan.windows)
     where = f" as NLA strips on track '{keys.NLA_TRACK}'" if plan.write_mode == "nla" else ""
-    count = plan.mapping.viseme_count
-    lips = f", {count} visemes" if count else ""
     return (f"animated {len(plan.mapping.by_key)} shape keys of '{plan.obj.name}' "
-            f"({plan.mapping.matched_count}/52 channels{lips}) on frames {spans}{where}"
+            f"({plan.mapping.matched_count}/52 channels) on frames {spans}{where}"
             f"{_emotion(results)}")
 
 
@@ -361,7 +408,8 @@ class EMOTALK_OT_add_audio(bpy.types.Operator):
             self.report({"ERROR"}, f"audio file not found: {path or '(none chosen)'}")
             return {"CANCELLED"}
         try:
-            strip = strips.add_sound_strip(context.scene, path, context.scene.frame_current)
+            scene = strips.sequencer_scene(context)  # where the user sees the new strip
+            strip = strips.add_sound_strip(scene, path, scene.frame_current)
         except BakeError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, strips, transcripts
+from . import checks, operators, strips, transcripts
 
 UNMATCHED_SHOWN = 60  # all 52 fit; the bound only keeps the layout finite
 
@@ -32,7 +32,14 @@ class EMOTALK_PT_main(_Base, bpy.types.Panel):
         layout.scale_y = 1.0
         reason = operators.unavailable_reason(context)
         if reason:
-            layout.label(text=reason, icon="INFO")
+            _message(layout, reason, "INFO")
+
+
+def _message(layout: bpy.types.UILayout, text: str, icon: str) -> None:
+    """A message over as many labels as it needs (labels do not wrap), the icon on the first."""
+    col = layout.column(align=True)
+    for index, line in enumerate(checks.panel_lines(text)):
+        col.label(text=line, icon=icon if index == 0 else "BLANK1")
 
 
 def _progress(layout: bpy.types.UILayout, run) -> None:
@@ -61,9 +68,8 @@ class EMOTALK_PT_target(_Base, bpy.types.Panel):
         icon = "CHECKMARK" if not mapping.unmatched else "INFO"
         layout.label(text=f"{mapping.matched_count} of 52 channels matched "
                           f"({len(mapping.by_key)} shape keys)", icon=icon)
-        if mapping.viseme_count:  # a viseme rig: its lips follow the visemes, not ARKit keys
-            layout.label(text=f"{mapping.viseme_count} visemes matched (lip sync)",
-                         icon="CHECKMARK")
+        for warning in operators.target_warnings(obj, mapping) if mapping else ():
+            _message(layout, warning, "ERROR")
         settings = context.scene.emotalk
         if mapping.unmatched:
             layout.prop(settings, "show_unmatched")
@@ -93,14 +99,19 @@ class EMOTALK_PT_audio(_Base, bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        selected = strips.selected_sound_strips(context.scene)
-        if not selected:
+        sequencer = strips.sequencer_scene(context)
+        if sequencer is not None and sequencer != context.scene:
+            layout.label(text=f"Strips of the sequencer's scene '{sequencer.name}'",
+                         icon="SEQUENCE")
+        selection = strips.sound_selection(sequencer)
+        if not selection.picks:
             layout.label(text="No sound strip selected", icon="INFO")
         col = layout.column(align=True)
-        for strip in selected:
-            col.label(text=f"{strip.name}: frames {strips.left_handle(strip)}-"
-                           f"{strips.right_handle(strip) - 1}", icon="SOUND")
-        _transcript(layout, strips.active_sound_strip(context.scene))
+        for pick in selection.picks:  # the frames where each is heard
+            col.label(text=f"{pick.name}: frames {pick.left}-{pick.right - 1}", icon="SOUND")
+        for note in selection.notes():
+            col.label(text=note, icon="MUTE_IPO_ON")
+        _transcript(layout, strips.active_sound_strip(sequencer))
         layout.operator("emotalk.add_audio", icon="FILE_SOUND")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bpy
 
-from . import transcripts
+from . import checks, transcripts
 from .backend import BakeError
 from .timing import StripTiming
 
@@ -35,19 +35,66 @@ def strip_collection(scene: bpy.types.Scene):
     return _first(editor, ("strips", "sequences"))
 
 
-def selected_sound_strips(scene: bpy.types.Scene) -> list:
-    strips = strip_collection(scene)
-    if strips is None:
-        return []
-    found = [s for s in strips if s.type == "SOUND" and s.select]
-    return sorted(found, key=lambda s: left_handle(s))
+def sequencer_scene(context: bpy.types.Context) -> bpy.types.Scene | None:
+    """The scene whose strips the Video Sequencer shows: from Blender 5.0 the workspace's
+    sequencer scene, which may differ from the window's scene; else (or when unset) the scene."""
+    workspace = getattr(context, "workspace", None)
+    return getattr(workspace, "sequencer_scene", None) or context.scene
 
 
-def active_sound_strip(scene: bpy.types.Scene):
+def sound_selection(scene: bpy.types.Scene | None) -> checks.SoundSelection:
+    """The sound strips to bake among those the sequencer shows: at the top level, or inside
+    the meta strips the user has opened (`meta_stack`), whose handles clip what they play."""
+    editor = scene.sequence_editor if scene is not None else None
+    if editor is None:
+        return checks.SoundSelection()
+    container, channels = editor, getattr(editor, "channels", None)
+    span, silenced_by = checks.FULL_SPAN, None
+    for meta in getattr(editor, "meta_stack", ()) or ():  # outermost first
+        if silenced_by is None and _mute_reason(meta, channels):
+            silenced_by = meta.name
+        span = (max(span[0], left_handle(meta)), min(span[1], right_handle(meta)))
+        container, channels = meta, getattr(meta, "channels", None)
+    level = [_node(s, channels, deep=False) for s in _children(container)]
+    return checks.select_sounds(level, span, silenced_by)
+
+
+def selected_sound_strips(scene: bpy.types.Scene | None) -> list:
+    """The sound strips a bake would hear, in timeline order (muted ones left out)."""
+    return [pick.ref for pick in sound_selection(scene).picks]
+
+
+def active_sound_strip(scene: bpy.types.Scene | None):
     """The sequencer's active strip when it is a sound strip, else None."""
-    editor = scene.sequence_editor
+    editor = scene.sequence_editor if scene is not None else None
     strip = getattr(editor, "active_strip", None) if editor is not None else None
     return strip if strip is not None and strip.type == "SOUND" else None
+
+
+def _children(container) -> list:
+    """The strips directly inside the sequencer or a meta strip."""
+    return list(_first(container, ("strips", "sequences"), ()) or ())
+
+
+def _node(strip, channels, deep: bool) -> checks.StripNode:
+    """A strip for `checks.select_sounds`; a meta strip's contents are read only when they can
+    matter (it is selected, or inside a selected one), since the panel asks on every redraw."""
+    children: tuple[checks.StripNode, ...] = ()
+    if strip.type == "META" and (deep or strip.select):
+        inner = getattr(strip, "channels", None)
+        children = tuple(_node(s, inner, deep=True) for s in _children(strip))
+    return checks.StripNode(strip, strip.name, strip.type, bool(strip.select), left_handle(strip),
+                            right_handle(strip), _mute_reason(strip, channels), children)
+
+
+def _mute_reason(strip, channels) -> str | None:
+    """Why the strip is silent (itself or its channel muted); None when it plays."""
+    if getattr(strip, "mute", False):
+        return checks.MUTED
+    number = int(getattr(strip, "channel", 0))
+    if channels is not None and 0 <= number < len(channels) and channels[number].mute:
+        return f"its channel {number} is muted"
+    return None
 
 
 def left_handle(strip) -> int:

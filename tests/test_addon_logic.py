@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from blender_addon import backend, mapping, timing, transcripts
+from blender_addon import backend, checks, mapping, timing, transcripts
 from emotalk_core import protocol
 from emotalk_core.arkit import CHANNELS
 from emotalk_core.controls import Controls, PostProcess
@@ -598,3 +598,156 @@ def test_build_addon_zip(tmp_path, capsys):
     assert {"__init__.py", "mapping.py", "timing.py", "backend.py", "anim.py",
             "transcripts.py"} <= names
     assert not any("__pycache__" in n for n in names)
+
+
+# -- checks before a bake: targets, strip selection, warnings ------------------------------------
+def test_linked_shape_keys_are_refused_with_both_fixes():
+    problem = checks.target_problem(checks.KeyOwner("Face", library="char.blend",
+                                                    read_only=True))
+    assert problem.startswith("The shape keys of 'Face' are linked from 'char.blend', so keys "
+                              "written to them would not be saved: make them local")
+    assert "Object > Relations > Make Local... > Selected Objects and Data" in problem
+    assert "Library Override > Make > Selected" in problem
+
+
+def test_system_overrides_and_read_only_keys_are_refused():
+    system = checks.target_problem(checks.KeyOwner("Face", system_override=True))
+    assert system.startswith("The shape keys of 'Face' belong to a non-editable library "
+                             "override: make the override editable (in the Outliner, "
+                             "right-click the mesh data > Library Override > Make > Selected)")
+    other = checks.target_problem(checks.KeyOwner("Face", read_only=True))
+    assert other.startswith("The shape keys of 'Face' cannot be edited in this file")
+    assert checks.target_problem(checks.KeyOwner("Face")) is None
+
+
+def node(name, kind="SOUND", left=0, right=10, selected=False, mute=None, children=()):
+    return checks.StripNode(ref=name, name=name, kind=kind, selected=selected, left=left,
+                            right=right, mute=mute, children=tuple(children))
+
+
+def test_selected_sound_strips_in_timeline_order():
+    level = [node("B", left=50, right=60, selected=True), node("A", left=5, right=9,
+                                                           selected=True),
+             node("C", selected=False), node("Movie", kind="MOVIE", selected=True)]
+    selection = checks.select_sounds(level)
+    assert [(p.ref, p.left, p.right) for p in selection.picks] == [("A", 5, 9), ("B", 50, 60)]
+    assert selection.problem() is None and selection.notes() == []
+
+
+def test_a_selected_meta_brings_its_sound_clipped_to_its_handles():
+    inner = node("Inner", kind="META", left=0, right=100, children=[
+        node("Deep", left=30, right=90)])
+    meta = node("M", kind="META", left=15, right=50, selected=True, children=[
+        node("A", left=10, right=58), node("B", left=30, right=78), node("Late", left=60,
+                                                                         right=80),
+        inner, node("Image", kind="IMAGE", left=15, right=50)])
+    selection = checks.select_sounds([meta])
+    assert [(p.name, p.left, p.right) for p in selection.picks] == [
+        ("A", 15, 50), ("B", 30, 50), ("Deep", 30, 50)]  # 'Late' is outside the handles
+
+
+def test_a_meta_that_plays_no_sound_is_named():
+    meta = node("M", kind="META", left=0, right=10, selected=True,
+                children=[node("Late", left=20, right=30)])
+    problem = checks.select_sounds([meta]).problem()
+    assert problem.startswith("The selected meta strip 'M' holds no sound strip between its "
+                              "handles: ")
+    assert checks.select_sounds([]).problem() == checks.NO_STRIPS
+
+
+def test_muted_strips_are_skipped_with_a_note():
+    level = [node("A", selected=True, mute=checks.MUTED),
+             node("B", left=20, right=30, selected=True, mute="its channel 2 is muted"),
+             node("C", left=40, right=50, selected=True),
+             node("M", kind="META", left=60, right=90, selected=True, children=[
+                 node("D", left=60, right=70, mute=checks.MUTED), node("E", left=70, right=90)])]
+    selection = checks.select_sounds(level)
+    assert [p.name for p in selection.picks] == ["C", "E"]
+    assert selection.notes() == ["skipped muted strip 'A'",
+                                 "skipped muted strip 'B' (its channel 2 is muted)",
+                                 "skipped muted strip 'D'"]
+    assert selection.problem() is None
+
+
+def test_all_muted_is_a_refusal_naming_them():
+    level = [node("A", selected=True, mute=checks.MUTED),
+             node("M", kind="META", selected=True, mute="its channel 3 is muted")]
+    assert checks.select_sounds(level).problem() == (
+        "The selected sound strips are muted ('A', 'M'): unmute them or their channels, or "
+        "select other strips")
+
+
+def test_inside_an_opened_meta_its_handles_clip_and_its_mute_silences():
+    level = [node("A", left=0, right=40, selected=True), node("B", left=50, right=60)]
+    picks = checks.select_sounds(level, span=(10, 30)).picks
+    assert [(p.name, p.left, p.right) for p in picks] == [("A", 10, 30)]
+    silenced = checks.select_sounds(level, span=(10, 30), silenced_by="M")
+    assert silenced.notes() == ["skipped muted strip 'A' (meta strip 'M' is muted)"]
+    assert silenced.problem().startswith("The selected sound strips are muted ('A')")
+
+
+def test_clip_timing_narrows_only_the_handles():
+    t = timing.StripTiming("A", content_start=10.0, left_handle=10, right_handle=58,
+                           sound_offset=0.5, sound_duration=10.0, content_end=58.0)
+    pick = checks.SoundPick("A", "A", 15, 50)
+    clipped = checks.clip_timing(t, pick)
+    assert (clipped.left_handle, clipped.right_handle) == (15, 50)
+    assert (clipped.content_start, clipped.sound_offset, clipped.content_end) == (10.0, 0.5,
+                                                                                   58.0)
+    window = timing.audible_window(clipped, 24.0)
+    assert (window.first_frame, window.frame_count) == (15, 35)
+    assert window.start == pytest.approx(5 / 24 + 0.5)
+
+
+def test_another_sequencer_scene_must_share_the_frame_rate():
+    assert checks.rate_problem("Scene", 24.0, "Scene", 24.0) is None
+    assert checks.rate_problem("Edit", 24.0, "Scene", 24.0) is None
+    problem = checks.rate_problem("Edit", 30.0, "Scene", 24000 / 1001)
+    assert problem == ("The sequencer shows the scene 'Edit' at 30 fps but 'Scene' plays at "
+                       "23.976 fps: give both scenes the same frame rate (Output Properties > "
+                       "Format > Frame Rate)")
+    assert checks.other_scene_note("Scene", "Scene") is None
+    assert "'Edit', not in 'Scene'" in checks.other_scene_note("Edit", "Scene")
+
+
+def test_driven_shape_keys_are_found_from_driver_paths():
+    paths = ['key_blocks["jawOpen"].value', "key_blocks['mouthClose'].value",
+             'key_blocks["say \\"ah\\""].value', 'key_blocks["Smile"].slider_max',
+             'data.key_blocks["eyeBlink_L"].value', "location"]
+    assert checks.driven_keys(paths) == {"jawOpen", "mouthClose", 'say "ah"'}
+
+
+def test_driver_warning_names_only_mapped_driven_keys():
+    assert checks.driver_warning(["jawOpen", "mouthClose"], {"Other"}) is None
+    warning = checks.driver_warning(["jawOpen", "mouthClose"], {"mouthClose", "Other"})
+    assert warning == ("shape keys driven by drivers do not show the keys EmoTalk writes: "
+                       "'mouthClose'; remove their drivers, or set them to (Ignore) in the "
+                       "Target panel's overrides")
+    many = [f"k{i}" for i in range(9)]
+    assert "'k5' and 3 more;" in checks.driver_warning(many, set(many))
+
+
+def test_few_mouth_shapes_is_a_warning():
+    from emotalk_core.arkit import INDEX, MOUTH_CHANNELS
+
+    assert checks.mouth_warning(range(52)) is None
+    assert checks.mouth_warning(MOUTH_CHANNELS[:10]) is None
+    assert checks.mouth_warning([INDEX["jawOpen"], *range(52, 61)]) is None  # + 9 visemes
+    eyes_and_jaw = [INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"], INDEX["jawOpen"]]
+    assert checks.mouth_warning(eyes_and_jaw) == (
+        f"only 1 mouth shapes matched (of the {len(MOUTH_CHANNELS)} mouth and jaw channels), "
+        "so the lips will barely follow the speech; add overrides in the Target panel or "
+        "check the shape key names")
+
+
+def test_panel_lines_wrap_only_messages_with_a_fix():
+    short = "Select a mesh with ARKit-style shape keys (no active object)"
+    assert checks.panel_lines(short) == [short]
+    problem = checks.target_problem(checks.KeyOwner("Face", library="char.blend"))
+    lines = checks.panel_lines(problem, width=40)
+    assert all(len(line) <= 40 for line in lines)
+    assert " ".join(lines) == problem
+    assert any(line.endswith("would not be saved:") for line in lines)
+    assert lines[lines.index(next(x for x in lines if x.endswith("saved:"))) + 1].startswith(
+        "make them local")
+
