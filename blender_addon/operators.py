@@ -23,7 +23,7 @@ import bpy
 import numpy as np
 from bpy.props import IntProperty, StringProperty
 
-from . import anim, backend, checks, keys, preferences, properties, strips
+from . import anim, backend, checks, keys, preferences, properties, strips, visemes
 from .backend import AnimateRequest, BakeCancelled, BakeError, BakeJob, Curves
 from .mapping import ChannelMapping, build_mapping
 from .timing import AudioWindow, TimingError, audible_window, check_overlaps, scene_fps
@@ -229,11 +229,15 @@ def write_results(plan: Plan, results: list[Curves]) -> str:
     if key is None:
         raise BakeError(f"'{plan.obj.name}' lost its shape keys during the bake")
     blocks = [(w.first_frame, c.values) for w, c in zip(plan.windows, results, strict=True)]
+    if plan.mapping.viseme_count:  # the viseme channels follow the 52 in each block
+        blocks = [(first, visemes.extend(values)) for first, values in blocks]
     _write_lines(key, plan, blocks)
     spans = ", ".join(f"{w.first_frame}-{w.last_frame}" for w in plan.windows)
     where = f" as NLA strips on track '{keys.NLA_TRACK}'" if plan.write_mode == "nla" else ""
+    count = plan.mapping.viseme_count
+    lips = f", {count} visemes" if count else ""
     return (f"animated {len(plan.mapping.by_key)} shape keys of '{plan.obj.name}' "
-            f"({plan.mapping.matched_count}/52 channels) on frames {spans}{where}"
+            f"({plan.mapping.matched_count}/52 channels{lips}) on frames {spans}{where}"
             f"{_emotion(results)}")
 
 

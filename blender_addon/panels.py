@@ -68,6 +68,9 @@ class EMOTALK_PT_target(_Base, bpy.types.Panel):
         icon = "CHECKMARK" if not mapping.unmatched else "INFO"
         layout.label(text=f"{mapping.matched_count} of 52 channels matched "
                           f"({len(mapping.by_key)} shape keys)", icon=icon)
+        if mapping.viseme_count:  # a viseme rig: its lips follow the visemes, not ARKit keys
+            layout.label(text=f"{mapping.viseme_count} visemes matched (lip sync)",
+                         icon="CHECKMARK")
         for warning in operators.target_warnings(obj, mapping) if mapping else ():
             _message(layout, warning, "ERROR")
         settings = context.scene.emotalk
