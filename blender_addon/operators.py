@@ -23,7 +23,7 @@ import bpy
 import numpy as np
 from bpy.props import IntProperty, StringProperty
 
-from . import anim, backend, checks, keys, preferences, properties, strips, visemes
+from . import anim, backend, checks, keys, line_settings, preferences, properties, strips, visemes
 from .backend import AnimateRequest, BakeCancelled, BakeError, BakeJob, Curves
 from .mapping import ChannelMapping, build_mapping
 from .timing import AudioWindow, TimingError, audible_window, check_overlaps, scene_fps
@@ -33,8 +33,40 @@ TIMER_SECONDS = 0.1
 
 # -- what a bake needs ----------------------------------------------------------------------------
 def target_object(context: bpy.types.Context) -> bpy.types.Object | None:
-    obj = context.active_object
-    return obj if obj is not None and obj.type == "MESH" else None
+    """The mesh whose mapping the panel shows: the active mesh, else (an armature active) the
+    first selected mesh with matching shape keys."""
+    targets = target_objects(context)
+    return targets[0] if targets else None
+
+
+def target_objects(context: bpy.types.Context) -> list[bpy.types.Object]:
+    """The meshes one bake animates: the active mesh first, then every other selected mesh
+    whose shape keys match a channel (a character's head, teeth, tongue and lashes often carry
+    the same shape keys). With another kind of object active (the character's armature), the
+    selected meshes alone."""
+    active = context.active_object
+    first = [active] if active is not None and active.type == "MESH" else []
+    return first + [o for o in _other_meshes(context, first) if _keyable(o)]
+
+
+def _other_meshes(context: bpy.types.Context,
+                  first: list[bpy.types.Object]) -> list[bpy.types.Object]:
+    """Selected meshes besides `first` whose shape keys match a channel, by name."""
+    selected = (o for o in getattr(context, "selected_objects", None) or ()
+                if o.type == "MESH" and o not in first)
+    return sorted((o for o in selected if shape_key_names(o) and object_mapping(o)),
+                  key=lambda o: o.name)
+
+
+def _keyable(obj: bpy.types.Object) -> bool:
+    return checks.target_problem(key_owner(obj)) is None
+
+
+def skipped_targets(context: bpy.types.Context) -> list[str]:
+    """Notes for the selected meshes left out because their keys could not be saved."""
+    first = target_objects(context)[:1]
+    return [f"skipped '{o.name}': {checks.target_problem(key_owner(o))}"
+            for o in _other_meshes(context, first) if not _keyable(o)]
 
 
 def shape_key_names(obj: bpy.types.Object) -> list[str]:
@@ -55,11 +87,13 @@ def unavailable_reason(context: bpy.types.Context) -> str | None:
     run = getattr(context.window_manager, "emotalk_run", None)
     if run is not None and run.running:
         return "A bake is running; cancel it or wait"
-    obj = context.active_object
+    targets = target_objects(context)
+    obj = targets[0] if targets else context.active_object
     if obj is None:
         return "Select a mesh with ARKit-style shape keys (no active object)"
     if obj.type != "MESH":
-        return f"The active object '{obj.name}' is not a mesh"
+        return (f"The active object '{obj.name}' is not a mesh: select the character's face "
+                "mesh (with it, the armature may stay active)")
     if not shape_key_names(obj):
         return f"'{obj.name}' has no shape keys"
     problem = checks.target_problem(key_owner(obj))
@@ -101,12 +135,15 @@ def _fps(scene: bpy.types.Scene) -> float:
 
 def target_warnings(obj: bpy.types.Object, mapping: ChannelMapping) -> list[str]:
     """What makes a bake onto this object show little: keys under drivers, few mouth shapes."""
+    found = (driver_warning(obj, mapping), checks.mouth_warning(mapping.by_key.values()))
+    return [warning for warning in found if warning]
+
+
+def driver_warning(obj: bpy.types.Object, mapping: ChannelMapping) -> str | None:
     key = obj.data.shape_keys
     anim = key.animation_data if key is not None else None
     driven = checks.driven_keys(d.data_path for d in (anim.drivers if anim else ()))
-    found = (checks.driver_warning(mapping.by_key, driven),
-             checks.mouth_warning(mapping.by_key.values()))
-    return [warning for warning in found if warning]
+    return checks.driver_warning(mapping.by_key, driven)
 
 
 @dataclass
@@ -122,6 +159,8 @@ class Plan:
     temp_dir: str
     warnings: list[str]  # found while planning (a transcript file that cannot be read)
     strip_names: list[str] = field(default_factory=list)  # one per request
+    # Further selected meshes keyed from the same curves, each with its own mapping.
+    others: list[tuple[bpy.types.Object, ChannelMapping]] = field(default_factory=list)
     write_mode: str = "action"  # keys.MODES
     tolerance: float = 0.0  # key reduction; 0 keys every frame
 
@@ -145,19 +184,30 @@ def make_plan(context: bpy.types.Context) -> Plan:
     warnings = selection.notes() + ([note] if note else [])
     temp_dir = strips.make_temp_dir()
     try:
-        requests, windows, names = _strip_requests(selection.picks, rate, temp_dir, warnings)
+        requests, windows, names = _strip_requests(selection.picks, rate, temp_dir, warnings,
+                                                   settings)
     except BaseException:
         strips.remove_temp_dir(temp_dir)
         raise
     mapping = object_mapping(obj)
     warnings += target_warnings(obj, mapping)
-    return Plan(obj, obj.data.shape_keys, mapping, requests, windows,
+    others = [(o, object_mapping(o)) for o in target_objects(context)[1:]]
+    warnings += skipped_targets(context)
+    for other, other_mapping in others:  # a tongue with two mouth shapes is no reason to warn
+        found = driver_warning(other, other_mapping)
+        warnings += [f"'{other.name}': {found}"] if found else []
+    plan = Plan(obj, obj.data.shape_keys, mapping, requests, windows,
                 properties.controls_from(settings), temp_dir, warnings, names,
                 settings.write_mode, settings.key_tolerance if settings.reduce_keys else 0.0)
+    plan.others = others
+    return plan
+
 
 
 def _strip_requests(picks: Sequence[checks.SoundPick], rate: float, temp_dir: str,
-                    warnings: list[str]):
+                    warnings: list[str], settings: properties.EMOTALK_PG_settings):
+    """One request per strip; a strip with its own settings carries its controls, the others
+    take the job's (the panel's)."""
     requests, windows, names = [], [], []
     for pick in picks:
         strip = pick.ref
@@ -171,15 +221,33 @@ def _strip_requests(picks: Sequence[checks.SoundPick], rate: float, temp_dir: st
             raise BakeError(str(exc)) from exc
         windows.append(window)
         label = f"strip '{strip.name}'"
+        controls = _line_controls(strip, settings, label)
         transcript = strips.strip_transcript(strip)
         warnings += [f"{label}: {w}" for w in transcript.warnings]
         requests.append(AnimateRequest(label, path, window.start, window.end,
-                                       window.frame_count, rate, transcript.text))
+                                       window.frame_count, rate, transcript.text, controls))
     try:
         check_overlaps(list(zip(names, windows, strict=True)))
     except TimingError as exc:
         raise BakeError(str(exc)) from exc
     return requests, windows, names
+
+
+def _line_controls(strip, settings: properties.EMOTALK_PG_settings, label: str) -> dict | None:
+    """The strip's own emotion and style over the panel's post-processing; None when the strip
+    follows the panel."""
+    line = properties.own_line(strip)
+    if line is None:
+        return None
+    if line.emotion_source == "reference":
+        ref = bpy.path.abspath(line.reference) if line.reference else ""
+        if not ref or not os.path.isfile(ref):
+            raise BakeError(f"{label}: reference clip not found: {ref or '(none chosen)'} "
+                            "(the line's own settings, in the Audio panel)")
+    try:
+        return properties.controls_from(settings, line)
+    except BakeError as exc:
+        raise BakeError(f"{label}: {exc}") from exc
 
 
 def start_job(plan: Plan) -> BakeJob:
@@ -221,32 +289,42 @@ def report_failure(op: bpy.types.Operator, level: str, exc: BakeError) -> None:
 
 def write_results(plan: Plan, results: list[Curves]) -> str:
     """Write every strip's keys (the only write of a bake); returns the summary to report."""
-    try:
-        key = plan.obj.data.shape_keys
-    except ReferenceError as exc:
-        raise BakeError("the target object was deleted during the bake; nothing was written") \
-            from exc
-    if key is None:
-        raise BakeError(f"'{plan.obj.name}' lost its shape keys during the bake")
+    targets = [(plan.obj, plan.mapping), *plan.others]
+    shape_keys = [_shape_keys_of(obj) for obj, _ in targets]  # all checked before any write
     blocks = [(w.first_frame, c.values) for w, c in zip(plan.windows, results, strict=True)]
-    if plan.mapping.viseme_count:  # the viseme channels follow the 52 in each block
-        blocks = [(first, visemes.extend(values)) for first, values in blocks]
-    _write_lines(key, plan, blocks)
+    for key, (_, mapping) in zip(shape_keys, targets, strict=True):
+        if mapping.viseme_count:  # the viseme channels follow the 52 in each block
+            _write_lines(key, plan, [(f, visemes.extend(v)) for f, v in blocks], mapping)
+        else:
+            _write_lines(key, plan, blocks, mapping)
     spans = ", ".join(f"{w.first_frame}-{w.last_frame}" for w in plan.windows)
     where = f" as NLA strips on track '{keys.NLA_TRACK}'" if plan.write_mode == "nla" else ""
     count = plan.mapping.viseme_count
     lips = f", {count} visemes" if count else ""
+    also = "".join(f" and {len(m.by_key)} of '{o.name}'" for o, m in plan.others)
     return (f"animated {len(plan.mapping.by_key)} shape keys of '{plan.obj.name}' "
-            f"({plan.mapping.matched_count}/52 channels{lips}) on frames {spans}{where}"
-            f"{_emotion(results)}")
+            f"({plan.mapping.matched_count}/52 channels{lips}){also} on frames {spans}{where}"
+            f"{_applied(plan, results)}")
 
 
-def _write_lines(key: bpy.types.Key, plan: Plan, blocks: list[tuple[int, np.ndarray]]) -> None:
+def _shape_keys_of(obj: bpy.types.Object) -> bpy.types.Key:
+    try:
+        key, name = obj.data.shape_keys, obj.name
+    except ReferenceError as exc:
+        raise BakeError("a target object was deleted during the bake; nothing was written") \
+            from exc
+    if key is None:
+        raise BakeError(f"'{name}' lost its shape keys during the bake")
+    return key
+
+
+def _write_lines(key: bpy.types.Key, plan: Plan, blocks: list[tuple[int, np.ndarray]],
+                 mapping: ChannelMapping) -> None:
     """Replace each strip's previous bake (found in the records kept on `key`, in either mode)
     by this one, and record what was written."""
     records = keys.read_records(key.get(keys.RECORD_PROPERTY))
     old_keys = keys.spans_to_clear(records, plan.strip_names, "action")
-    by_key = plan.mapping.by_key
+    by_key = mapping.by_key
     if plan.write_mode == "nla":
         if old_keys:
             anim.write_shape_key_curves(key, {}, [], old_keys)
@@ -272,11 +350,13 @@ def report_success(op: bpy.types.Operator, plan: Plan, results: list[Curves]) ->
         op.report({"WARNING"}, f"EmoTalk: {warning}")
 
 
-def _emotion(results: list[Curves]) -> str:
-    if not results or not results[0].emotion:
-        return ""
-    label, p = max(results[0].emotion.items(), key=lambda kv: kv[1])
-    return f"; speech emotion: {label} {p:.0%}"
+def _applied(plan: Plan, results: list[Curves]) -> str:
+    """What each line was animated with (its own settings or the panel's), for the summary."""
+    applied = [line_settings.Applied(name, plan.controls if c.request.controls is None
+                                     else c.request.controls,
+                                     c.request.controls is not None, c.emotion)
+               for name, c in zip(plan.strip_names, results, strict=True)]
+    return f"; {line_settings.summary(applied)}" if applied else ""
 
 
 # -- the bake operator ----------------------------------------------------------------------------
@@ -422,6 +502,34 @@ class EMOTALK_OT_add_audio(bpy.types.Operator):
         return {"FINISHED"}
 
 
+# -- per-line settings ----------------------------------------------------------------------------
+def active_line(context: bpy.types.Context) -> tuple[object, properties.EMOTALK_PG_line | None]:
+    """The sequencer's active sound strip and its own settings (None when it follows the
+    panel)."""
+    strip = strips.active_sound_strip(strips.sequencer_scene(context))
+    return strip, properties.own_line(strip)
+
+
+class EMOTALK_OT_line_from_panel(bpy.types.Operator):
+    """Set the active sound strip's own emotion, intensity and style to the panel's"""
+
+    bl_idname = "emotalk.line_from_panel"
+    bl_label = "Copy from Panel"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and active_line(context)[1] is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        strip, line = active_line(context)
+        if line is None:
+            return {"CANCELLED"}
+        properties.copy_line(context.scene.emotalk, line)
+        self.report({"INFO"}, f"'{strip.name}' now has the panel's emotion and style")
+        return {"FINISHED"}
+
+
 # -- overrides ------------------------------------------------------------------------------------
 class EMOTALK_OT_override_add(bpy.types.Operator):
     """Override the channel of the active shape key (or of a named one)"""
@@ -497,6 +605,7 @@ def describe_backend(info: dict, settings: backend.BackendSettings) -> list[str]
 CLASSES = (
     EMOTALK_OT_animate_from_audio, EMOTALK_OT_cancel, EMOTALK_OT_add_audio,
     EMOTALK_OT_override_add, EMOTALK_OT_override_remove, EMOTALK_OT_check_backend,
+    EMOTALK_OT_line_from_panel,
 )
 
 
