@@ -443,6 +443,28 @@ def test_the_bake_reads_the_operators_outcome_and_the_reports_stay(bpy, clips, t
 
 
 @pytest.mark.bpy
+def test_a_refusal_longer_than_blenders_poll_message_arrives_whole(bpy, clips, tmp_path,
+                                                                    tiny_model_dir):
+    """Blender cuts a failed poll's message at 200 characters; the bake reports the add-on's
+    whole reason."""
+    scene = build_blend(bpy, tmp_path / "shot.blend", clips["line"])
+    addon = blender.ensure_addon(bpy)
+    operators = blender.addon_module(addon, "operators")
+    settings = bake.BakeSettings(panel={}, model=str(tiny_model_dir), device="cpu")
+    log: list[str] = []
+    with bake.backend_environment(bpy, addon, settings):
+        blender.open_blend(bpy, scene, log)
+        bake.pick_target(bpy, addon, None)
+        for strip, letter in zip(bpy.context.scene.sequence_editor.strips, "LO", strict=True):
+            strip.name, strip.select, strip.mute = letter * 60, True, True
+        reason = operators.unavailable_reason(bpy.context)
+        assert len(reason) > 200 and reason.endswith("select other strips")
+        with pytest.raises(blender.SceneError) as refused:
+            bake.animate(bpy, addon, log)
+    assert refused.value.message == reason
+
+
+@pytest.mark.bpy
 def test_a_batch_goes_past_bad_files_and_reports_them(bpy, clips, tiny_model_dir, tmp_path):
     """A real `python -m emotalk_core bake` process: one backend for the batch, every failure
     listed with exit status 1, and no output (complete or partial) for a failed file."""

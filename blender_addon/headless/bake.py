@@ -309,8 +309,11 @@ def animate(bpy, addon: str, log: list[str]) -> tuple[str, list[str]]:
             bpy.ops.emotalk.animate_from_audio()
     except RuntimeError as exc:  # the error the operator reported, or a failed poll (no outcome)
         outcome = operators.last_outcome()
-        failure = outcome.error if outcome is not before and outcome.error else exc
-        raise SceneError(operator_message(failure)) from exc
+        if outcome is not before and outcome.error:
+            raise SceneError(operator_message(outcome.error)) from exc
+        # Blender cuts a failed poll's message at 200 characters; the add-on has it whole.
+        reason = operators.unavailable_reason(bpy.context)
+        raise SceneError(reason or operator_message(exc)) from exc
     outcome = operators.last_outcome()
     if outcome is before:
         raise SceneError("the add-on's Animate operator ended without an outcome")
