@@ -18,7 +18,7 @@ NEW_STAMP := $(NEW_VENV)/.installed
 # process); a new file with that name runs on every Blender line without a Makefile change.
 ADDON_BPY_TESTS = $(sort $(wildcard tests/test_addon_bpy*.py))
 
-.PHONY: setup test test-fast test-bpy test-bpy-lts test-bpy-53 lint demo bench addon synth \
+.PHONY: setup test test-fast test-bpy test-bpy-lts test-bpy-53 lint demo bench addon dist synth \
 	real-speech default-model clean
 
 setup: $(STAMP)
@@ -90,6 +90,11 @@ bench: $(STAMP)
 
 addon: $(STAMP)
 	$(PY) build_addon.py
+
+# The wheel (our code, the default model, the headless bake) and the extension zip, in dist/.
+dist: $(STAMP)
+	$(PY) -m pip wheel --no-deps --no-build-isolation -q -w dist .
+	$(PY) build_addon.py --out dist
 
 synth: $(STAMP)
 	$(PY) -m training.synth --out data/synth --minutes 60 --seed 0
