@@ -34,6 +34,8 @@ try:  # the installed extension carries verbatim copies of these modules
 except ImportError:  # running from the source tree: the originals
     from emotalk_core import arkit, client, errors, pids, protocol
 
+from . import discovery
+
 ENV_PYTHON = "EMOTALK_PYTHON"
 ENV_MODEL = "EMOTALK_MODEL"
 CLIENT_NAME = "emotalk-blender"
@@ -73,9 +75,7 @@ def _build_info() -> dict[str, Any]:
 
 def venv_python(repo: Path) -> Path:
     """The interpreter of `repo`/.venv on this platform."""
-    if os.name == "nt":
-        return repo / ".venv" / "Scripts" / "python.exe"
-    return repo / ".venv" / "bin" / "python"
+    return discovery.env_python(repo / ".venv", discovery.current_platform())
 
 
 def repo_candidates() -> list[Path]:
@@ -89,20 +89,22 @@ def repo_candidates() -> list[Path]:
     return found
 
 
-def resolve_python(preference: str = "") -> str:
-    """EMOTALK_PYTHON, else the preference, else a repository's .venv, else sys.executable.
+def discover_python(preference: str = "",
+                    backend_folder: Path | None = None) -> discovery.Found:
+    """The interpreter to run and where it was found (discovery.discover's order): EMOTALK_PYTHON,
+    the preference, the private environment in `backend_folder` (Set up backend's), `emotalk`
+    on PATH, a repository's .venv, else sys.executable.
 
     sys.executable is last because inside real Blender it is Blender's own Python, which has
     no torch; it is right only for the bpy module installed into emotalk_core's environment.
     """
-    chosen = os.environ.get(ENV_PYTHON, "").strip() or (preference or "").strip()
-    if chosen:
-        return os.path.expanduser(chosen)
-    for repo in repo_candidates():
-        candidate = venv_python(repo)
-        if candidate.is_file():
-            return str(candidate)
-    return sys.executable
+    return discovery.discover(env=os.environ, preference=preference,
+                              backend_folder=backend_folder, repos=repo_candidates(),
+                              platform=discovery.current_platform(), fallback=sys.executable)
+
+
+def resolve_python(preference: str = "", backend_folder: Path | None = None) -> str:
+    return discover_python(preference, backend_folder).python
 
 
 def resolve_model(preference: str = "") -> str:
@@ -111,8 +113,9 @@ def resolve_model(preference: str = "") -> str:
     return os.path.expanduser(chosen) if chosen else "default"
 
 
-def resolve_settings(python: str = "", model: str = "", device: str = "auto") -> BackendSettings:
-    return BackendSettings(resolve_python(python), resolve_model(model),
+def resolve_settings(python: str = "", model: str = "", device: str = "auto",
+                     backend_folder: Path | None = None) -> BackendSettings:
+    return BackendSettings(resolve_python(python, backend_folder), resolve_model(model),
                            device if device in protocol.DEVICES else "auto")
 
 

@@ -205,6 +205,17 @@ class _Progress:
         self.output.send(p.progress(*self.current))
 
 
+def server_info() -> dict[str, Any]:
+    """The `initialize` result's `server`: what a user quotes when asking for help (the add-on's
+    Check backend shows it). torch is loaded by then: the model needs it."""
+    import platform
+
+    import torch
+
+    return {"name": "emotalk", "version": __version__, "python": platform.python_version(),
+            "torch": torch.__version__}
+
+
 # -- the server -----------------------------------------------------------------------------------
 class Server:
     """One backend session: see the module docstring for its threads and lifecycle."""
@@ -392,7 +403,7 @@ class Server:
             self._load(model, device, job)
         return {
             "protocolVersion": p.PROTOCOL_VERSION,
-            "server": {"name": "emotalk", "version": __version__},
+            "server": server_info(),
             "model": self.predictor.describe(),
             "channels": list(CHANNELS),
         }

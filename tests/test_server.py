@@ -120,7 +120,12 @@ def long_wav(tmp_path_factory) -> Path:
 def test_handshake(client, tiny_model_dir):
     info = client.server_info
     assert info["protocolVersion"] == 1
-    assert info["server"] == {"name": "emotalk", "version": __version__}
+    import platform
+
+    import torch
+
+    assert info["server"] == {"name": "emotalk", "version": __version__,
+                              "python": platform.python_version(), "torch": torch.__version__}
     model = info["model"]
     assert {k: model[k] for k in ("name", "kind", "fps", "persons", "emotions", "presets")} == {
         "name": "tiny-compact", "kind": "compact", "fps": 30, "persons": 24,
