@@ -321,8 +321,8 @@ SESSION = Session()
 # -- a bake job -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AnimateRequest:
-    """One strip's window: seconds of `path`, the scene frames its keys fill, and the words
-    spoken in it when known."""
+    """One strip's window: seconds of `path`, the scene frames its keys fill, the words
+    spoken in it when known, and its own controls (JSON form) when it does not take the job's."""
 
     label: str
     path: str
@@ -331,6 +331,7 @@ class AnimateRequest:
     frame_count: int
     scene_fps: float
     transcript: str | None = None
+    controls: dict[str, Any] | None = None  # None: the job's controls
 
 
 @dataclass
@@ -353,8 +354,9 @@ class JobStatus:
 
 
 class BakeJob:
-    """Initialize (if needed), then one `animate` per request, in order. Poll it; when finished,
-    `results` holds every request's curves, or `error` says why there are none."""
+    """Initialize (if needed), then one `animate` per request, in order, each with its own
+    controls or else the job's. Poll it; when finished, `results` holds every request's curves,
+    or `error` says why there are none."""
 
     def __init__(self, backend: Backend, requests: Sequence[AnimateRequest],
                  controls: dict[str, Any]):
@@ -454,8 +456,9 @@ class BakeJob:
             return
         req = self._current
         self._message = f"{req.label}: starting"
+        controls = self.controls if req.controls is None else req.controls
         params = protocol.animate_params(req.path, req.start, req.end, req.scene_fps,
-                                         self.controls, req.transcript)
+                                         controls, req.transcript)
         self._call = running.start_call(protocol.METHOD_ANIMATE, params)
 
     def _decode(self, req: AnimateRequest, result: Any) -> Curves:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import checks, operators, strips, transcripts
+from . import checks, operators, properties, strips, transcripts
 
 UNMATCHED_SHOWN = 60  # all 52 fit; the bound only keeps the layout finite
 
@@ -114,7 +114,9 @@ class EMOTALK_PT_audio(_Base, bpy.types.Panel):
             col.label(text=f"{pick.name}: frames {pick.left}-{pick.right - 1}", icon="SOUND")
         for note in selection.notes():
             col.label(text=note, icon="MUTE_IPO_ON")
-        _transcript(layout, strips.active_sound_strip(sequencer))
+        active = strips.active_sound_strip(sequencer)
+        _transcript(layout, active)
+        _line(layout, active)
         layout.operator("emotalk.add_audio", icon="FILE_SOUND")
 
 
@@ -130,22 +132,59 @@ def _transcript(layout: bpy.types.UILayout, strip) -> None:
         box.label(text=hint)
 
 
+def _line(layout: bpy.types.UILayout, strip) -> None:
+    """The active sound strip's own emotion and style, or that it follows the panel."""
+    line = getattr(strip, properties.LINE_PROPERTY, None) if strip is not None else None
+    if line is None:
+        return
+    box = layout.box()
+    row = box.row()
+    row.label(text=f"This Line: '{strip.name}'", icon="SOUND")
+    row.prop(line, "use_own")
+    if not line.use_own:
+        box.label(text="Follows the Emotion and Personal Style panels")
+        return
+    box.operator("emotalk.line_from_panel", icon="PASTEDOWN")
+    _emotion_fields(box, line)
+    _style_fields(box, line)
+
+
+def _emotion_fields(layout: bpy.types.UILayout, settings) -> None:
+    """The panel's or a line's emotion and intensity (the same names on both)."""
+    layout.prop(settings, "emotion_source", text="Source")
+    if settings.emotion_source == "preset":
+        layout.prop(settings, "preset")
+    elif settings.emotion_source == "reference":
+        layout.prop(settings, "reference")
+    row = layout.row()
+    row.enabled = settings.emotion_source != "audio"
+    row.prop(settings, "strength")
+    layout.prop(settings, "level")
+
+
+def _style_fields(layout: bpy.types.UILayout, settings) -> None:
+    layout.prop(settings, "person")
+    layout.prop(settings, "use_second_person")
+    col = layout.column()
+    col.enabled = settings.use_second_person
+    col.prop(settings, "second_person")
+    col.prop(settings, "person_mix")
+
+
+def _own_line_note(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    """Says that the active strip does not take these settings, lest edits here seem ignored."""
+    strip = strips.active_sound_strip(strips.sequencer_scene(context))
+    if properties.own_line(strip) is not None:
+        layout.label(text=f"'{strip.name}' has its own (Audio > This Line)", icon="INFO")
+
+
 class EMOTALK_PT_emotion(_Base, bpy.types.Panel):
     bl_label = "Emotion"
     bl_parent_id = "EMOTALK_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        settings = context.scene.emotalk
-        layout.prop(settings, "emotion_source", text="Source")
-        if settings.emotion_source == "preset":
-            layout.prop(settings, "preset")
-        elif settings.emotion_source == "reference":
-            layout.prop(settings, "reference")
-        row = layout.row()
-        row.enabled = settings.emotion_source != "audio"
-        row.prop(settings, "strength")
-        layout.prop(settings, "level")
+        _own_line_note(self.layout, context)
+        _emotion_fields(self.layout, context.scene.emotalk)
 
 
 class EMOTALK_PT_style(_Base, bpy.types.Panel):
@@ -154,14 +193,8 @@ class EMOTALK_PT_style(_Base, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        settings = context.scene.emotalk
-        layout.prop(settings, "person")
-        layout.prop(settings, "use_second_person")
-        col = layout.column()
-        col.enabled = settings.use_second_person
-        col.prop(settings, "second_person")
-        col.prop(settings, "person_mix")
+        _own_line_note(self.layout, context)
+        _style_fields(self.layout, context.scene.emotalk)
 
 
 class EMOTALK_PT_postprocess(_Base, bpy.types.Panel):

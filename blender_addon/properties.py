@@ -1,5 +1,5 @@
-"""Panel settings (per scene), channel overrides (per object), the transcript (per sound strip)
-and bake progress (per session).
+"""Panel settings (per scene), channel overrides (per object), the transcript and the line's own
+emotion and style (per sound strip), and bake progress (per session).
 
 Defaults equal `emotalk predict`'s (emotion from the audio, strength 1, level 1, person 0,
 smoothing and blinks on, seed 0, clamp on, mouth amplitude 1), so an untouched panel bakes what
@@ -19,7 +19,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import transcripts, visemes
+from . import line_settings, transcripts, visemes
 from .mapping import CHANNELS
 
 try:  # the installed extension carries a verbatim copy of emotalk_core/controls.py
@@ -42,6 +42,11 @@ WRITE_MODES = (
 )
 
 
+# A '//' path (relative to the .blend) is read with bpy.path.abspath; Blender 4.5+ warns unless
+# the property says it takes one (earlier versions lack the option).
+_RELATIVE_PATH = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+
+
 def _channel_items() -> list[tuple[str, str, str]]:
     # Blender stores an enum by its position: new channels go at the end, so the overrides
     # saved in older files keep their channel.
@@ -50,14 +55,15 @@ def _channel_items() -> list[tuple[str, str, str]]:
     return items + [(name, name, visemes.describe(name)) for name in visemes.CHANNELS]
 
 
-class EMOTALK_PG_settings(bpy.types.PropertyGroup):
-    """What the Animate button sends; stored in the .blend with the scene."""
+class _LineFields:
+    """The settings a sound strip may hold of its own (`line_settings.LINE_SETTINGS`), defined
+    once for the panel and the strips."""
 
     emotion_source: EnumProperty(name="Emotion", items=EMOTION_SOURCES, default="audio")
     preset: EnumProperty(name="Preset", default="happy",
                          items=[(p, p.title(), f"The '{p}' emotion prototype")
                                 for p in controls.PRESET_NAMES])
-    reference: StringProperty(name="Reference", subtype="FILE_PATH",
+    reference: StringProperty(name="Reference", subtype="FILE_PATH", options=_RELATIVE_PATH,
                               description="Audio clip whose emotion to use")
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
                             description="Blend from the clip's own emotion (0) to the chosen (1)")
@@ -70,6 +76,12 @@ class EMOTALK_PG_settings(bpy.types.PropertyGroup):
                                max=controls.NUM_STYLES - 1)
     person_mix: FloatProperty(name="Mix", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
                               description="Share of the second style")
+
+
+class EMOTALK_PG_settings(_LineFields, bpy.types.PropertyGroup):
+    """What the Animate button sends; stored in the .blend with the scene. Its emotion and
+    style apply to every strip without settings of its own."""
+
     smooth: BoolProperty(name="Smoothing", default=True,
                          description="Savitzky-Golay smoothing, as the released EmoTalk")
     blinks: BoolProperty(name="Blinks", default=True,
@@ -89,6 +101,28 @@ class EMOTALK_PG_settings(bpy.types.PropertyGroup):
         description="Largest allowed difference from the predicted curve (shape key value)")
 
 
+def _start_from_panel(line: EMOTALK_PG_line, context: bpy.types.Context) -> None:
+    """The first time a strip gets its own settings they start as the panel's, so turning them
+    on changes nothing until the animator edits them; later toggles keep what was set."""
+    if not line.use_own or line.started:
+        return
+    panel = getattr(context.scene, "emotalk", None)
+    if panel is not None:
+        copy_line(panel, line)
+    line.started = True
+
+
+class EMOTALK_PG_line(_LineFields, bpy.types.PropertyGroup):
+    """One sound strip's own emotion, intensity and style; stored in the .blend with the strip."""
+
+    use_own: BoolProperty(
+        name="Own Settings", default=False, update=_start_from_panel,
+        description="Animate this line with its own emotion, intensity and style instead of "
+        "the panel's (post-processing stays the panel's). Turned on the first time, they start "
+        "as the panel's")
+    started: BoolProperty(default=False, options={"HIDDEN"})
+
+
 class EMOTALK_PG_override(bpy.types.PropertyGroup):
     """One per-object override: this shape key takes that channel (or is ignored)."""
 
@@ -105,7 +139,8 @@ class EMOTALK_PG_runtime(bpy.types.PropertyGroup):
     message: StringProperty(default="")
 
 
-CLASSES = (EMOTALK_PG_settings, EMOTALK_PG_override, EMOTALK_PG_runtime)
+CLASSES = (EMOTALK_PG_settings, EMOTALK_PG_line, EMOTALK_PG_override, EMOTALK_PG_runtime)
+LINE_PROPERTY = "emotalk_line"  # on every strip
 
 
 def strip_type() -> type:
@@ -120,8 +155,8 @@ def register() -> None:
     bpy.types.Object.emotalk_overrides = CollectionProperty(type=EMOTALK_PG_override)
     bpy.types.Object.emotalk_override_index = IntProperty(default=0)
     bpy.types.WindowManager.emotalk_run = PointerProperty(type=EMOTALK_PG_runtime)
-    # On the base class so every strip type has it; the transcript is the only per-strip
-    # setting, so a plain string rather than a property group.
+    # On the base class so every strip type has them (a sound strip inside a meta included).
+    setattr(strip_type(), LINE_PROPERTY, PointerProperty(type=EMOTALK_PG_line))
     setattr(strip_type(), transcripts.PROPERTY, StringProperty(
         name="Transcript", description="The words spoken in this strip (its visible part), "
         "optional. Models with a phonetic input align them to the audio for the lip timing. "
@@ -130,6 +165,7 @@ def register() -> None:
 
 def unregister() -> None:
     delattr(strip_type(), transcripts.PROPERTY)
+    delattr(strip_type(), LINE_PROPERTY)
     del bpy.types.WindowManager.emotalk_run
     del bpy.types.Object.emotalk_override_index
     del bpy.types.Object.emotalk_overrides
@@ -150,10 +186,24 @@ PANEL_SETTINGS = ("emotion_source", "preset", "reference", "strength", "level", 
                   "clamp", "mouth_amplitude")
 
 
-def controls_from(settings: EMOTALK_PG_settings) -> dict:
-    """The protocol's controls from the panel (reference path made absolute)."""
-    values = {name: getattr(settings, name) for name in PANEL_SETTINGS}
-    values["reference"] = bpy.path.abspath(settings.reference) if settings.reference else None
+def own_line(strip) -> EMOTALK_PG_line | None:
+    """The strip's own settings when it uses them; None when it follows the panel."""
+    line = getattr(strip, LINE_PROPERTY, None)
+    return line if line is not None and line.use_own else None
+
+
+def copy_line(source: _LineFields, line: EMOTALK_PG_line) -> None:
+    """Copy the emotion and style settings of `source` (the panel, or another line)."""
+    for name in line_settings.LINE_SETTINGS:
+        setattr(line, name, getattr(source, name))
+
+
+def controls_from(settings: EMOTALK_PG_settings, line: EMOTALK_PG_line | None = None) -> dict:
+    """The protocol's controls from the panel, with `line`'s own settings over its emotion and
+    style when given (reference paths made absolute)."""
+    values = _values(settings, PANEL_SETTINGS)
+    if line is not None:
+        values = line_settings.merged(values, _values(line, line_settings.LINE_SETTINGS))
     try:
         return controls.from_panel(values).to_dict()
     except controls.ControlError as exc:
@@ -161,3 +211,8 @@ def controls_from(settings: EMOTALK_PG_settings) -> dict:
 
         raise BakeError(str(exc)) from exc
 
+
+def _values(group: _LineFields, names: tuple[str, ...]) -> dict:
+    values = {name: getattr(group, name) for name in names}
+    values["reference"] = bpy.path.abspath(group.reference) if group.reference else None
+    return values

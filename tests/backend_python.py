@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -60,23 +61,28 @@ def tiny_model(out: Path) -> Path:
     return out
 
 
-def predict(model: Path, clip: str | Path, start: float, end: float, fps: float) -> np.ndarray:
-    """Predictor(model).predict(...).values with the default controls, here or in the backend."""
+def predict(model: Path, clip: str | Path, start: float, end: float, fps: float,
+            controls: dict | None = None) -> np.ndarray:
+    """Predictor(model).predict(...).values with `controls` (their JSON form; None: the
+    defaults), here or in the backend."""
     if HAVE_TORCH:
-        return _predict_here(Path(model), str(clip), start, end, fps)
+        return _predict_here(Path(model), str(clip), start, end, fps, controls)
     with tempfile.TemporaryDirectory(prefix="emotalk-test-predict-") as tmp:
         out = Path(tmp) / "values.npy"
+        extra = ["--controls", json.dumps(controls)] if controls is not None else []
         run_backend("predict", str(model), str(clip), repr(start), repr(end), repr(fps),
-                    str(out))
+                    str(out), *extra)
         return np.load(out)
 
 
-def _predict_here(model: Path, clip: str, start: float, end: float, fps: float) -> np.ndarray:
+def _predict_here(model: Path, clip: str, start: float, end: float, fps: float,
+                  controls: dict | None = None) -> np.ndarray:
     from emotalk_core.controls import Controls
     from emotalk_core.inference import Predictor
 
     predictor = Predictor(model, device="cpu")
-    return predictor.predict(clip, start=start, end=end, fps=fps, controls=Controls()).values
+    return predictor.predict(clip, start=start, end=end, fps=fps,
+                             controls=Controls.from_dict(controls)).values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,13 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("start", "end", "fps"):
         pred.add_argument(name, type=float)
     pred.add_argument("out", type=Path)
+    pred.add_argument("--controls", type=json.loads, default=None, help="their JSON form")
     args = parser.parse_args(argv)
     if args.command == "tiny-model":
         from tests.conftest import save_tiny_model
 
         save_tiny_model(args.out)
     else:
-        values = _predict_here(args.model, args.clip, args.start, args.end, args.fps)
+        values = _predict_here(args.model, args.clip, args.start, args.end, args.fps,
+                               args.controls)
         np.save(args.out, values)
     return 0
 

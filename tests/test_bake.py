@@ -424,7 +424,7 @@ def test_the_bake_reads_the_operators_outcome_and_the_reports_stay(bpy, clips, t
         frames = Predictor(tiny_model_dir, device="cpu").predict(clips["line"], fps=FPS).values
         assert summary.startswith(f"animated 52 shape keys of 'Face' (52/52 channels) on "
                                   f"frames {LINE_FRAME}-{LINE_FRAME + len(frames) - 1}; "
-                                  "speech emotion: ")
+                                  "Line: speech emotion ")
         assert len(warnings) == 1 and warnings[0].startswith("strip 'Line': ")
         assert "transcript was ignored" in warnings[0]
         printed = log[-1].splitlines()
