@@ -91,10 +91,11 @@ bench: $(STAMP)
 addon: $(STAMP)
 	$(PY) build_addon.py
 
-# The wheel (our code, the default model, the headless bake) and the extension zip, in dist/.
+# The wheel (our code, the default model, the headless bake) and the extension zip, in dist/;
+# the zip carries the wheel for the preferences' Set up backend.
 dist: $(STAMP)
 	$(PY) -m pip wheel --no-deps --no-build-isolation -q -w dist .
-	$(PY) build_addon.py --out dist
+	$(PY) build_addon.py --out dist --wheel dist
 
 synth: $(STAMP)
 	$(PY) -m training.synth --out data/synth --minutes 60 --seed 0

@@ -8,6 +8,11 @@ blender_manifest.toml and build_info.json. When the bpy module is installed, Ble
 extension tool (`addons_core/bl_pkg/cli/blender_ext.py`, no Blender binary needed) builds and
 validates the package; otherwise the zip is written with zipfile. The zip's path is the LAST
 line printed. blender_addon/headless/ is not shipped (NOT_SHIPPED).
+
+`--wheel PATH` (a wheel, or the folder `make dist` wrote it to) puts our wheel into the zip's
+wheels/ folder, from which the preferences' Set up backend installs emotalk into a private
+environment. It is not listed in the manifest's `wheels`: Blender would install it into its own
+Python, which has no torch.
 """
 
 from __future__ import annotations
@@ -44,8 +49,24 @@ def version() -> str:
     return match.group(1)
 
 
-def stage(dest: Path, ver: str) -> Path:
-    """Copy the add-on's files into `dest`/emotalk with the version filled in."""
+WHEELS_DIR = "wheels"  # blender_addon/setup.py's WHEELS_DIR
+
+
+def find_wheel(path: Path, ver: str) -> Path:
+    """`path` itself, or the wheel of version `ver` in the folder `path`."""
+    if path.is_dir():
+        path = path / f"emotalk_blender-{ver}-py3-none-any.whl"
+    if not path.is_file():
+        sys.exit(f"build_addon: no wheel at {path}: build it first (make dist, or pip wheel "
+                 "--no-deps --no-build-isolation -w dist .)")
+    if not path.name.startswith(f"emotalk_blender-{ver}-"):
+        sys.exit(f"build_addon: {path.name} is not the wheel of version {ver}: rebuild it")
+    return path
+
+
+def stage(dest: Path, ver: str, wheel: Path | None = None) -> Path:
+    """Copy the add-on's files into `dest`/emotalk with the version filled in, and `wheel`
+    into its wheels/ folder."""
     out = dest / "emotalk"
     out.mkdir(parents=True)
     for path in sorted(ADDON.iterdir()):
@@ -67,6 +88,9 @@ def stage(dest: Path, ver: str) -> Path:
     if count != 1:
         sys.exit("build_addon: blender_manifest.toml has no version line")
     manifest.write_text(text, encoding="utf-8")
+    if wheel is not None:
+        (out / WHEELS_DIR).mkdir()
+        shutil.copy2(wheel, out / WHEELS_DIR / wheel.name)
     info = {"version": ver, "source_repo": str(ROOT)}
     (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return out
@@ -98,14 +122,15 @@ def write_zip(source: Path, target: Path) -> None:
                 archive.write(path, path.relative_to(source).as_posix())
 
 
-def build(out_dir: Path) -> Path:
+def build(out_dir: Path, wheel: Path | None = None) -> Path:
     ver = version()
+    wheel = find_wheel(wheel, ver) if wheel is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"emotalk-{ver}.zip"
     target.unlink(missing_ok=True)
     tool = blender_ext()
     with tempfile.TemporaryDirectory(prefix="emotalk-addon-") as tmp:
-        source = stage(Path(tmp), ver)
+        source = stage(Path(tmp), ver, wheel)
         if tool is None:
             print("bpy is not installed: zip written without Blender's validator")
             write_zip(source, target)
@@ -120,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "dist",
                         help="output folder (default: dist/)")
+    parser.add_argument("--wheel", type=Path, default=None,
+                        help="our wheel, or the folder holding it, to put into the zip for Set "
+                             "up backend")
     args = parser.parse_args(argv)
-    print(build(args.out.resolve()))
+    print(build(args.out.resolve(), args.wheel.resolve() if args.wheel else None))
     return 0
 
 

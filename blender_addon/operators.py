@@ -1,5 +1,6 @@
 """Operators: Animate from audio (modal in the UI, synchronous in background), Cancel, Add audio
-file, per-object channel overrides, and the preferences' Check backend.
+file, per-object channel overrides, and the preferences' Check backend and Set up backend
+(bpy glue over blender_addon/setup.py, polled by a Blender timer so the UI stays usable).
 
 The bake collects every strip's curves first and writes them only when all succeeded, so a
 failure or a cancel leaves the scene as it was. Errors are `BakeError`s raised where they are
@@ -18,12 +19,24 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bpy
 import numpy as np
 from bpy.props import IntProperty, StringProperty
 
-from . import anim, backend, checks, keys, line_settings, preferences, properties, strips, visemes
+from . import (
+    anim,
+    backend,
+    checks,
+    keys,
+    line_settings,
+    preferences,
+    properties,
+    setup,
+    strips,
+    visemes,
+)
 from .backend import AnimateRequest, BakeCancelled, BakeError, BakeJob, Curves
 from .mapping import ChannelMapping, build_mapping
 from .timing import AudioWindow, TimingError, audible_window, check_overlaps, scene_fps
@@ -586,26 +599,190 @@ class EMOTALK_OT_check_backend(bpy.types.Operator):
             preferences.show_check([f"Failed: {exc}"])
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        lines = describe_backend(info, settings)
+        lines = describe_backend(info, settings, preferences.discovered().source)
         preferences.show_check(lines)
         self.report({"INFO"}, "; ".join(lines[:2]))
         return {"FINISHED"}
 
 
-def describe_backend(info: dict, settings: backend.BackendSettings) -> list[str]:
+def describe_backend(info: dict, settings: backend.BackendSettings, source: str = "") -> list[str]:
+    """What a user quotes when asking for help: versions, the device the model runs on, and
+    which Python (and how it was found)."""
     server, model = info.get("server") or {}, info.get("model") or {}
     presets = ", ".join(model.get("presets") or []) or "none"
+    torch = server.get("torch") or "? (a backend before 0.1.0 does not say)"
+    found = f" ({source})" if source else ""
     return [f"Server: {server.get('name', '?')} {server.get('version', '')}".rstrip(),
             f"Model: {model.get('name', '?')} ({model.get('kind', '?')}), "
             f"{model.get('persons', '?')} styles, {model.get('fps', '?')} fps",
+            f"Torch: {torch}  Device: {model.get('device', '?')}",
             f"Emotion presets: {presets}",
-            f"Python: {settings.python}"]
+            f"Python: {settings.python}{found}"]
+
+
+SETUP_TICK = 0.25  # seconds between polls of a running Set up backend
+
+
+def setup_plan(prefs: preferences.EMOTALK_AP_preferences | None) -> setup.SetupPlan:
+    """The set-up the preferences ask for (raises SetupError when it cannot start)."""
+    folder = preferences.backend_folder(create=True)
+    if folder is None:
+        raise setup.SetupError("Set up backend works when EmoTalk is installed as an extension "
+                               "(Edit > Preferences > Get Extensions > Install from Disk)")
+    torch = prefs.torch_build if prefs is not None and prefs.torch_build else "cpu"
+    wheels = bpy.path.abspath(prefs.wheels_folder) if prefs and prefs.wheels_folder else ""
+    if wheels and not os.path.isdir(wheels):
+        raise setup.SetupError(f"the Wheels Folder {wheels} does not exist: choose the folder "
+                               f"with the downloaded wheels, or clear it to download them")
+    version = backend.addon_version()
+    return setup.SetupPlan(folder=folder, base_python=preferences.base_python(prefs),
+                           torch=torch, wheel=setup.find_wheel(Path(__file__).parent, version),
+                           version=version, wheels_folder=wheels)
+
+
+def begin_setup(prefs: preferences.EMOTALK_AP_preferences | None) -> setup.SetupJob:
+    """Start Set up backend; the running backend stops, as it may run from the environment
+    being repaired."""
+    backend.SESSION.close()
+    job = setup.SetupJob(setup_plan(prefs))
+    preferences.SETUP["job"], preferences.SETUP["lines"] = job, []
+    return job
+
+
+def finish_setup(job: setup.SetupJob) -> list[str]:
+    """The lines the preferences show once the set-up ended, and the backend pointed at the new
+    environment: a Backend Python preference would hide it, so it is cleared."""
+    if job.error is not None:
+        lines = [f"Failed: {job.error}"]
+    else:
+        lines = [job.summary]
+        prefs = preferences.get()
+        if prefs is not None and prefs.python_path:
+            lines.append(f"Backend Python was {prefs.python_path}; cleared, so the new "
+                         f"environment is used")
+            prefs.python_path = ""
+        if os.environ.get(backend.ENV_PYTHON, "").strip():
+            lines.append(f"{backend.ENV_PYTHON} is set and overrides it: unset it to use the "
+                         f"new environment")
+        backend.SESSION.close()
+    preferences.SETUP["lines"] = lines
+    return lines
+
+
+def setup_tick() -> float | None:
+    """Blender timer: poll the set-up, redraw the preferences; None ends the timer."""
+    job = preferences.SETUP["job"]
+    if job is None:
+        return None
+    job.poll()
+    _redraw_preferences()
+    if not job.finished:
+        return SETUP_TICK
+    finish_setup(job)
+    preferences.SETUP["job"] = None
+    _redraw_preferences()
+    return None
+
+
+def _redraw_preferences() -> None:
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "PREFERENCES":
+                area.tag_redraw()
+
+
+def _setup_running() -> bool:
+    job = preferences.SETUP["job"]
+    return job is not None and not job.finished
+
+
+class EMOTALK_OT_setup_backend(bpy.types.Operator):
+    """Make (or repair) a private Python environment with torch and EmoTalk in the extension's
+    user folder, and use it as the backend"""
+
+    bl_idname = "emotalk.setup_backend"
+    bl_label = "Set up Backend"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if _setup_running():
+            cls.poll_message_set("Set up backend is running")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            job = begin_setup(preferences.get())
+        except setup.SetupError as exc:
+            preferences.SETUP["lines"] = [f"Failed: {exc}"]
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if not bpy.app.background:  # the UI stays responsive; the timer polls
+            bpy.app.timers.register(setup_tick, first_interval=SETUP_TICK)
+            return {"FINISHED"}
+        job.run()  # background Blender and scripts: wait here
+        preferences.SETUP["job"] = None
+        lines = finish_setup(job)
+        if job.error is not None:
+            self.report({"ERROR"}, job.error)
+            return {"CANCELLED"}
+        self.report({"INFO"}, lines[0])
+        return {"FINISHED"}
+
+
+class EMOTALK_OT_cancel_setup(bpy.types.Operator):
+    """Stop Set up backend; nothing is put in use"""
+
+    bl_idname = "emotalk.cancel_setup"
+    bl_label = "Cancel Set up"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _setup_running()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        job = preferences.SETUP["job"]
+        job.cancel()
+        self.report({"WARNING"}, job.error)
+        return {"FINISHED"}
+
+
+class EMOTALK_OT_remove_backend(bpy.types.Operator):
+    """Delete the private environment Set up backend made (and any unfinished one)"""
+
+    bl_idname = "emotalk.remove_backend"
+    bl_label = "Remove Backend"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if _setup_running():
+            cls.poll_message_set("Set up backend is running: cancel it first")
+            return False
+        return preferences.backend_folder() is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        backend.SESSION.close()  # it may run from the environment (Windows locks its files)
+        folder = preferences.backend_folder()
+        try:
+            removed = setup.remove(folder)
+        except OSError as exc:
+            message = (f"cannot remove {folder}: {exc.strerror or exc}. Close programs using "
+                       f"it, or delete the folder by hand")
+            preferences.SETUP["lines"] = [f"Failed: {message}"]
+            self.report({"ERROR"}, message)
+            return {"CANCELLED"}
+        message = (f"removed {', '.join(str(p) for p in removed)}" if removed
+                   else "there was no environment to remove")
+        preferences.SETUP["lines"] = [message]
+        self.report({"INFO"}, message)
+        return {"FINISHED"}
 
 
 CLASSES = (
     EMOTALK_OT_animate_from_audio, EMOTALK_OT_cancel, EMOTALK_OT_add_audio,
     EMOTALK_OT_override_add, EMOTALK_OT_override_remove, EMOTALK_OT_check_backend,
-    EMOTALK_OT_line_from_panel,
+    EMOTALK_OT_line_from_panel, EMOTALK_OT_setup_backend, EMOTALK_OT_cancel_setup,
+    EMOTALK_OT_remove_backend,
 )
 
 

@@ -342,6 +342,12 @@ class SetupJob:
                    f"environment in {self.plan.building} is reused by the next Set up).")
 
     @property
+    def summary(self) -> str:
+        """One line for the user once the environment is in use."""
+        seconds = time.monotonic() - self.started
+        return f"Backend ready in {seconds:.0f} s: {self.report} ({self.python})"
+
+    @property
     def fraction(self) -> float:
         if self.finished:
             return 1.0 if self.error is None else 0.0
@@ -383,7 +389,7 @@ class SetupJob:
             self._fail(explain(step.name, code, text, self.plan))
             return
         if step.name == "check":
-            self.report = " ".join(text.split())
+            self.report = text.strip().splitlines()[0] if text.strip() else ""
             where = text.rsplit("from ", 1)[-1].strip()
             if where and not Path(where).resolve().is_relative_to(self.plan.building.resolve()):
                 self._fail(f"the new environment imports emotalk_core from {where}, not its own "
@@ -396,10 +402,9 @@ class SetupJob:
         if len(self._done) == len(self._steps):
             self.python = put_in_use(self.plan)
             self.finished = True
-            seconds = time.monotonic() - self.started
-            self._message = f"backend ready in {seconds:.0f} s: {self.report}"
+            self._message = self.summary
             with self.plan.log.open("a", encoding="utf-8") as log:
-                log.write(f"\nREADY: {self.python} ({seconds:.1f} s)\n")
+                log.write(f"\nREADY: {self.summary}\n")
         else:
             self._start(self._current)
 

@@ -273,3 +273,20 @@ def test_cancel_kills_pip_and_leaves_nothing_in_use(tmp_path, fake_python, monke
 def test_a_base_python_that_does_not_exist(tmp_path):
     job, _ = run_job(plan_for(tmp_path, tmp_path / "no-python"))
     assert job.error.startswith(f"{tmp_path / 'no-python'} does not exist: set Base Python")
+
+
+# -- the zip --------------------------------------------------------------------------------------
+def test_the_zip_carries_the_wheel_it_is_given(tmp_path):
+    import zipfile
+
+    import build_addon
+
+    version = build_addon.version()
+    wheel = tmp_path / "dist" / f"emotalk_blender-{version}-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"not really a wheel")
+    zip_path = build_addon.build(tmp_path / "out", wheel.parent)  # the folder make dist fills
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert f"wheels/{wheel.name}" in names and "setup.py" in names and "discovery.py" in names
+    with pytest.raises(SystemExit, match="no wheel at"):
+        build_addon.build(tmp_path / "out", tmp_path / "elsewhere")
