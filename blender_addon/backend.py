@@ -205,8 +205,8 @@ MODEL_PREFERENCE = "Model"
 DEVICE_PREFERENCE = "Device"
 PANEL = "the EmoTalk tab of the 3D Viewport's sidebar"
 MISSING_MODULE = re.compile(r"No module named '?([\w.]+)'?")
-WITH_EMOTALK = "to a Python with emotalk installed (the repository's .venv; see the README, " \
-    "'In Blender')"
+WITH_EMOTALK = "to a Python with emotalk installed (or make one: Set up Backend, below it; " \
+    "the README's 'Install')"
 MODEL_FOLDER = "to a model folder (config.json and model.safetensors) or to 'default'"
 
 
