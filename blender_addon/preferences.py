@@ -142,7 +142,7 @@ class EMOTALK_AP_preferences(bpy.types.AddonPreferences):
             return
         job = SETUP["job"]
         if job is not None and not job.finished:
-            status = job.poll()
+            status = job.status  # the timer advances it
             if hasattr(box, "progress"):  # 4.0+
                 box.progress(factor=status.fraction, type="BAR", text=status.message[:90])
             else:

@@ -322,6 +322,11 @@ class SetupJob:
             except OSError as exc:
                 self._stop_process()
                 self._fail(describe_os_error(exc, self.plan, "run the set-up"))
+        return self.status
+
+    @property
+    def status(self) -> SetupStatus:
+        """Where the job is, without advancing it (for drawing)."""
         return SetupStatus(self.finished, self.fraction, self._message)
 
     def run(self, interval: float = 0.2) -> SetupStatus:
