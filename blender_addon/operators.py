@@ -209,11 +209,10 @@ def make_plan(context: bpy.types.Context) -> Plan:
     for other, other_mapping in others:  # a tongue with two mouth shapes is no reason to warn
         found = driver_warning(other, other_mapping)
         warnings += [f"'{other.name}': {found}"] if found else []
-    plan = Plan(obj, obj.data.shape_keys, mapping, requests, windows,
-                properties.controls_from(settings), temp_dir, warnings, names,
-                settings.write_mode, settings.key_tolerance if settings.reduce_keys else 0.0)
-    plan.others = others
-    return plan
+    return Plan(obj, obj.data.shape_keys, mapping, requests, windows,
+                properties.controls_from(settings), temp_dir, warnings, strip_names=names,
+                others=others, write_mode=settings.write_mode,
+                tolerance=settings.key_tolerance if settings.reduce_keys else 0.0)
 
 
 
