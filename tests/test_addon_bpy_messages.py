@@ -9,9 +9,10 @@ Selected with `-m bpy`; skipped when bpy is not installed. The backend runs in t
 tests/backend_python.py names (bpy's own Python may have no torch).
 """
 
+# The bpy fixture comes from test_addon_bpy and is named again as a test parameter.
+# ruff: noqa: F811
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -21,32 +22,16 @@ import soundfile as sf
 from tests.backend_python import backend_python
 from tests.conftest import speechlike
 from tests.no_torch import no_torch_python
+from tests.test_addon_bpy import ADDON, bpy  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.bpy
 
-ADDON = "bl_ext.user_default.emotalk"
 PREFERENCES = "Edit > Preferences > Add-ons > EmoTalk"
 CLI_FLAGS = ("--model", "--device")
 NO_AUDIO: list[str] = []  # why this bpy cannot make sound strips, if it cannot
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bpy(tmp_path_factory):
-    """bpy with the built extension installed and enabled (once per process)."""
-    os.environ["BLENDER_USER_RESOURCES"] = str(tmp_path_factory.mktemp("blender-user"))
-    module = pytest.importorskip("bpy", reason="bpy is not installed (pip install bpy==5.0.1)")
-    import build_addon
-
-    zip_path = build_addon.build(tmp_path_factory.mktemp("dist"))
-    module.ops.wm.read_factory_settings(use_empty=True)
-    result = module.ops.extensions.package_install_files(
-        filepath=str(zip_path), repo="user_default", enable_on_install=True)
-    assert result == {"FINISHED"} and ADDON in module.context.preferences.addons
-    yield module
-    module.ops.preferences.addon_disable(module=ADDON)  # stops the backend
-
-
 @pytest.fixture
 def prefs(bpy, monkeypatch):
     """The add-on's preferences, emptied of the environment's overrides, restored afterwards."""
