@@ -1,7 +1,7 @@
 """Per-line settings (bpy-free): a sound strip may carry its own emotion, intensity and style,
 which replace the panel's for that strip only; post-processing (smoothing, blinks, clamp, mouth
-amplitude) stays the scene's, so all lines of a shot keep one look. A strip without its own
-settings takes the panel's.
+amplitude) and Recognize Words stay the scene's, so all lines of a shot keep one look. A strip
+without its own settings takes the panel's.
 
 Also the bake report's words for what each line was animated with, built from the controls that
 were sent (their protocol form, `controls.Controls.to_dict`), so the report cannot claim a

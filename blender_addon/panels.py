@@ -115,6 +115,7 @@ class EMOTALK_PT_audio(_Base, bpy.types.Panel):
         for note in selection.notes():
             col.label(text=note, icon="MUTE_IPO_ON")
         active = strips.active_sound_strip(sequencer)
+        layout.prop(context.scene.emotalk, "recognize_words")
         _transcript(layout, active)
         _line(layout, active)
         layout.operator("emotalk.add_audio", icon="FILE_SOUND")

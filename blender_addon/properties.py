@@ -90,6 +90,10 @@ class EMOTALK_PG_settings(_LineFields, bpy.types.PropertyGroup):
     clamp: BoolProperty(name="Clamp to 0..1", default=True)
     mouth_amplitude: FloatProperty(name="Mouth Amplitude", default=1.0, min=0.0, max=3.0,
                                    description="Scale of mouth and jaw motion")
+    recognize_words: BoolProperty(
+        name="Recognize Words", default=False,
+        description="For strips without a transcript: recognise the English words and "
+        "lip-sync their sounds (about three times slower; the lips close more often)")
     show_unmatched: BoolProperty(name="Show Unmatched Channels", default=False)
     write_mode: EnumProperty(name="Write To", default="action", items=WRITE_MODES)
     reduce_keys: BoolProperty(
@@ -183,7 +187,7 @@ def overrides_of(obj: bpy.types.Object) -> dict[str, str | None]:
 # The panel's settings that `controls.panel_values` / `controls.from_panel` exchange.
 PANEL_SETTINGS = ("emotion_source", "preset", "reference", "strength", "level", "person",
                   "use_second_person", "second_person", "person_mix", "smooth", "blinks", "seed",
-                  "clamp", "mouth_amplitude")
+                  "clamp", "mouth_amplitude", "recognize_words")
 
 
 def own_line(strip) -> EMOTALK_PG_line | None:

@@ -269,6 +269,10 @@ def add_control_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-clamp", action="store_true", help="do not clamp to [0, 1]")
     g.add_argument("--seed", type=int, default=0, help="blink seed (default 0)")
     g.add_argument("--mouth-amplitude", type=float, default=1.0, help="mouth motion scale")
+    g.add_argument("--recognize-words", action="store_true",
+                   help="without a transcript, recognise the English words and lip-sync their "
+                   "phones instead of the phone loop's: about three times slower, lips that "
+                   "close more often")
 
 
 def controls_from_args(args: argparse.Namespace) -> Controls:
@@ -280,7 +284,8 @@ def controls_from_args(args: argparse.Namespace) -> Controls:
         smooth=not args.no_smooth, blinks=not args.no_blinks, seed=args.seed,
         clamp=not args.no_clamp, mouth_amplitude=args.mouth_amplitude)
     return Controls(emotion=emotion, level=args.level, person=args.person,
-                    person_weights=parse_person_weights(args.person_weights), postprocess=post)
+                    person_weights=parse_person_weights(args.person_weights), postprocess=post,
+                    recognize_words=args.recognize_words)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

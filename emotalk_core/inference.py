@@ -42,8 +42,8 @@ class Prediction:
     start: float  # seconds: frame i is at start + i / fps
     channels: tuple[str, ...]
     emotion_probabilities: dict[str, float]
-    # Where the phone track came from ("alignment" of the transcript, the phone "loop"), or
-    # None for models without a phonetic input.
+    # Where the phone track came from ("alignment" of the transcript, "recognition" of the
+    # words, the phone "loop"), or None for models without a phonetic input.
     phone_source: str | None = None
     warnings: list[str] = field(default_factory=list)  # for the user; the curves are valid
 
@@ -133,7 +133,8 @@ class Predictor:
         run.step("loading audio")
         samples = self._load(audio, sample_rate, start, end)
         target = self._emotion_target(controls.emotion)
-        found, warnings = self._phone_track(samples, transcript, run, phones)
+        found, warnings = self._phone_track(samples, transcript, run, phones,
+                                            controls.recognize_words)
         total = audio_io.num_frames(samples.shape[0])
         track = None if found is None else found.classes(total)
         try:
@@ -194,7 +195,8 @@ class Predictor:
         return level.to(self.device), person.to(self.device)
 
     def _phone_track(self, samples: np.ndarray, transcript: str | None, run: _Run,
-                     given: PhoneTrack | None = None) -> tuple[PhoneTrack | None, list[str]]:
+                     given: PhoneTrack | None = None, recognize_words: bool = False,
+                     ) -> tuple[PhoneTrack | None, list[str]]:
         """The clip's phones for models with a phonetic input (None for others), and warnings
         for the user."""
         if transcript is not None and not isinstance(transcript, str):
@@ -206,9 +208,11 @@ class Predictor:
             return None, []
         if given is not None:
             return given, list(given.warnings)
-        what = "aligning the transcript" if transcript else "reading phones"
+        what = ("aligning the transcript" if transcript and transcript.strip()
+                else "recognizing words" if recognize_words else "reading phones")
         run.step(what)
-        found = phone_track(samples, transcript, cancel=run.cancel,
+        found = phone_track(samples, transcript, recognize_words=recognize_words,
+                            cancel=run.cancel,
                             progress=lambda done, total: run.step(f"{what} ({done}/{total})"))
         return found, list(found.warnings)
 

@@ -17,7 +17,8 @@ from emotalk_core.controls import Controls, EmotionControl, PostProcess
 from emotalk_core.inference import Predictor
 from tests.conftest import speechlike
 
-POSTPROCESS = {"smooth", "blinks", "seed", "clamp", "mouth_amplitude"}
+# The scene's settings that every line shares: post-processing and where phones come from.
+SCENE_ONLY = {"smooth", "blinks", "seed", "clamp", "mouth_amplitude", "recognize_words"}
 
 
 def panel(**changes) -> dict:
@@ -28,9 +29,9 @@ def panel(**changes) -> dict:
 
 
 # -- the merge ------------------------------------------------------------------------------------
-def test_a_line_holds_every_panel_setting_but_post_processing():
+def test_a_line_holds_every_panel_setting_but_the_scenes():
     names = set(panel())
-    assert set(line_settings.LINE_SETTINGS) == names - POSTPROCESS
+    assert set(line_settings.LINE_SETTINGS) == names - SCENE_ONLY
     assert len(line_settings.LINE_SETTINGS) == len(set(line_settings.LINE_SETTINGS))
 
 

@@ -18,6 +18,7 @@ VARIED = (
              postprocess=PostProcess(blinks=False, seed=4, mouth_amplitude=1.5)),
     Controls(emotion=EmotionControl("reference", reference="take2.wav"), postprocess=None),
     Controls(postprocess=PostProcess(articulate=False, clamp=False)),
+    Controls(recognize_words=True),
 )
 
 
@@ -33,6 +34,19 @@ def test_default_json_is_the_documented_defaults():
     assert data["level"] == 1.0 and data["person"] == 0 and "person_weights" not in data
     assert data["postprocess"] == {"smooth": True, "blinks": True, "seed": 0, "clamp": True,
                                    "mouth_amplitude": 1.0, "articulate": True}
+    assert data["recognize_words"] is False
+    # a version 1 client's controls, without the key, mean the phone loop
+    del data["recognize_words"]
+    assert Controls.from_dict(data) == Controls()
+
+
+def test_recognize_words_is_a_boolean_everywhere():
+    with pytest.raises(ControlError, match="recognize_words must be true or false, got the text 'yes'"):
+        Controls.from_dict({"recognize_words": "yes"})
+    on = Controls(recognize_words=True)
+    assert controls.panel_values(on)["recognize_words"] is True
+    assert controls.from_panel({"recognize_words": True}) == on
+    assert controls.differences(Controls(), on) == ["recognize_words"]
 
 
 def test_default_panel_equals_emotalk_predict():
@@ -60,7 +74,7 @@ def test_panel_ignores_a_preset_or_reference_the_source_does_not_use():
     assert c.emotion == EmotionControl()
 
 
-@pytest.mark.parametrize("given", VARIED[:2])
+@pytest.mark.parametrize("given", [*VARIED[:2], VARIED[-1]])
 def test_panel_form_round_trips(given):
     assert controls.differences(given, controls.from_panel(controls.panel_values(given))) == []
 

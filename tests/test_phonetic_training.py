@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from emotalk_core.checkpoint import load_model, save_model
+from emotalk_core.controls import Controls
 from emotalk_core.inference import Predictor
 from emotalk_core.manifest import read_manifest, write_manifest
 from emotalk_core.model import EmoTalk
@@ -181,6 +182,10 @@ def test_predictor_reads_phones_with_progress_and_cancel(phonetic_model):
                                 progress=lambda d, t, m: messages.append(m))
     assert aligned.phone_source == "alignment" and not aligned.warnings
     assert "aligning the transcript" in messages
+    recognized = predictor.predict(speech.audio, sample_rate=16000,
+                                   controls=Controls(recognize_words=True),
+                                   progress=lambda d, t, m: messages.append(m))
+    assert recognized.phone_source == "recognition" and "recognizing words (1/1)" in messages
     # The track changes the curves: the embedding is not zero in this model.
     assert not np.allclose(plain.values, aligned.values)
     calls = []

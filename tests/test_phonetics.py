@@ -5,10 +5,12 @@ does with it."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from emotalk_core.audio import load_audio, num_frames
 from emotalk_core.config import PHONE_LABELS
 from emotalk_core.errors import Cancelled
 from emotalk_core.phonetics import loop, phone_track
@@ -17,6 +19,7 @@ from emotalk_core.phonetics.track import (
     ALIGNED_OFFSET,
     NO_PHONE,
     PhoneTrack,
+    aligned_closures,
     source_classes,
     track_classes,
 )
@@ -148,8 +151,64 @@ def test_a_missing_pocketsphinx_is_a_dependency_error(monkeypatch):
     from emotalk_core.errors import DependencyError
     from emotalk_core.phonetics import loop
 
-    monkeypatch.setattr(loop, "_decoder", None)
+    monkeypatch.setattr(loop, "_decoders", {})
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # import fails
     with pytest.raises(DependencyError, match="no module named 'pocketsphinx'") as caught:
-        loop._get_decoder()
+        loop._get_decoder("loop")
     assert caught.value.kind == "dependency"
+
+
+DEMO = Path(__file__).parents[1] / "emotalk_core" / "data" / "demo"
+
+
+def test_word_recognition_finds_the_bilabials_of_a_real_voice():
+    # The demo clip (CMU ARCTIC awb, held out from training): "And you always want to see it
+    # in the superlative degree." has one bilabial, the P of "superlative".
+    audio = load_audio(DEMO / "arctic_a0007.wav")
+    aligned = phone_track(audio, (DEMO / "arctic_a0007.txt").read_text())
+    found = phone_track(audio, recognize_words=True)
+    assert found.source == "recognition" and not found.warnings
+    assert tiles(found.phones, audio.size / 16000)
+    want, got = bilabial_centres(aligned.phones), bilabial_centres(found.phones)
+    assert want.size == got.size == 1 and abs(got[0] - want[0]) < 0.05
+    # read as aligned phones by the network, and shut by the articulation stage
+    assert found.classes(10).min() >= ALIGNED_OFFSET
+    closed = aligned_closures(found, num_frames(audio.size))
+    assert closed.sum() > 0 and abs(np.flatnonzero(closed).mean() / 30 - want[0]) < 0.05
+
+
+def test_word_recognition_decodes_long_audio_in_chunks_over_processes(utterance):
+    pause = np.zeros(int(0.5 * 16000), np.float32)
+    once = np.concatenate([utterance.audio, pause])
+    audio = np.tile(once, int(np.ceil(65 * 16000 / once.size)))
+    phones = loop.decode(audio, method="words", workers=2)
+    assert tiles(phones, audio.size / 16000)
+    assert len(bilabial_centres(phones)) >= 10
+    assert loop.decode(audio, method="words", workers=1) == phones
+    # the same workers serve both methods, one chunk after the other
+    assert loop.decode(audio, workers=2) == loop.decode(audio, workers=1)
+
+
+def test_word_recognition_failure_falls_back_to_the_loop_with_a_warning(monkeypatch, utterance):
+    decode = loop.decode
+
+    def failing(samples, *, method="loop", **kwargs):
+        if method == "words":
+            raise loop.PhoneDecodingError("word recognition: the recognised words did not align")
+        return decode(samples, method=method, **kwargs)
+
+    monkeypatch.setattr(loop, "decode", failing)
+    found = phone_track(utterance.audio, recognize_words=True)
+    assert found.source == "loop" and found.phones == decode(utterance.audio)
+    assert len(found.warnings) == 1 and "word recognition failed" in found.warnings[0]
+
+
+def test_a_transcript_comes_before_word_recognition(utterance):
+    found = phone_track(utterance.audio, TEXT, recognize_words=True)
+    assert found.source == "alignment" and found.phones == phone_track(utterance.audio,
+                                                                       TEXT).phones
+
+
+def test_an_unknown_decoding_method_is_refused(utterance):
+    with pytest.raises(ValueError, match="unknown phone decoding method"):
+        loop.decode(utterance.audio, method="guess")

@@ -6,6 +6,7 @@ without and with the clips' transcripts, beside baselines on the same phones.
 
 The reference phones are each clip's forced alignment (the manifest's phone files). Scorers:
 - `model`: the model's aperture from the audio alone (phone loop for phonetic models);
+- `model_words`: the same with word recognition instead of the phone loop (`recognize_words`);
 - `model_transcript`: the same with the clip's transcript (`DATA/transcripts/<id>.txt`);
 - `teacher`: the target curves (the procedural teacher on the alignments);
 - `energy`: log RMS per frame (AUC only);
@@ -42,9 +43,11 @@ def phone_loop_opening(samples: np.ndarray, frames: int) -> np.ndarray:
 
 def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
              device: str = "cpu", transcripts: bool = True,
-             transcripts_dir: str | Path | None = None) -> dict[str, Any]:
-    """The report: per scorer, AUC, closure rate and open rate with their counts. Transcripts
-    are `<transcripts_dir>/<clip id>.txt` (default DATA/transcripts)."""
+             transcripts_dir: str | Path | None = None, words: bool = True) -> dict[str, Any]:
+    """The report: per scorer, AUC, closure rate, open rate and false-closure rate with their
+    counts. Transcripts are `<transcripts_dir>/<clip id>.txt` (default DATA/transcripts).
+    `words`: also score word recognition (models with a phonetic input)."""
+    from emotalk_core.controls import Controls
     from emotalk_core.inference import Predictor
 
     data_dir = Path(data_dir)
@@ -66,6 +69,11 @@ def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
                   "teacher": M.aperture(teacher),
                   "energy": M.frame_log_rms(audio, frames),
                   "phone_loop": phone_loop_opening(audio, frames)}
+        if words and predictor.model.config.phone_input:
+            recognized = predictor.predict(audio, sample_rate=16000,
+                                           controls=Controls(recognize_words=True))
+            warnings += [f"{entry.clip_id}: {w}" for w in recognized.warnings]
+            values["model_words"] = M.aperture(recognized.values)
         text = texts / f"{entry.clip_id}.txt"
         if transcripts and text.is_file():
             result = predictor.predict(audio, sample_rate=16000,
@@ -73,7 +81,7 @@ def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
             warnings += [f"{entry.clip_id}: {w}" for w in result.warnings]
             values["model_transcript"] = M.aperture(result.values)
         scores.add(phones, values, rates=[k for k in values if k != "energy"])
-    names = ["model", "model_transcript", "teacher", "energy", "phone_loop"]
+    names = ["model", "model_words", "model_transcript", "teacher", "energy", "phone_loop"]
     return {"model": str(model), "data": str(data_dir), "split": split, "clips": len(entries),
             "scorers": {n: scores.report(n) for n in names if n in scores.frames.vowel},
             "warnings": warnings}
@@ -81,12 +89,12 @@ def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
 
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"{report['clips']} clips of {report['data']} ({report['split']})",
-             f"{'scorer':<18}{'AUC':>7}{'closure':>9}{'open':>7}"]
+             f"{'scorer':<18}{'AUC':>7}{'closure':>9}{'open':>7}{'false':>7}"]
     for name, r in report["scorers"].items():
         def pct(v: float | None) -> str:
             return "-" if v is None else f"{v:.2f}"
         lines.append(f"{name:<18}{r['auc']:>7.3f}{pct(r.get('closure_rate')):>9}"
-                     f"{pct(r.get('open_rate')):>7}")
+                     f"{pct(r.get('open_rate')):>7}{pct(r.get('false_closure_rate')):>7}")
     return "\n".join(lines)
 
 
@@ -98,13 +106,15 @@ def main(argv: list[str] | None = None) -> int:
                    "transcripts/ (training.real_speech writes one)")
     p.add_argument("--split", default="val")
     p.add_argument("--no-transcripts", action="store_true")
+    p.add_argument("--no-words", action="store_true", help="skip the word-recognition scorer")
     p.add_argument("--transcripts", type=Path, help="folder of <clip id>.txt (default "
                    "DATA/transcripts)")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     try:
         report = evaluate(args.model, args.data, args.split,
-                          transcripts=not args.no_transcripts, transcripts_dir=args.transcripts)
+                          transcripts=not args.no_transcripts, transcripts_dir=args.transcripts,
+                          words=not args.no_words)
     except EmoTalkError as exc:
         return report_error(exc, p.prog)
     print(format_report(report))

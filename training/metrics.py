@@ -196,23 +196,31 @@ CLOSED_APERTURE = 0.05
 OPEN_APERTURE = 0.15
 
 
+# Phones where shut lips are no error: bilabials, the labiodentals (lower lip on the teeth)
+# and pauses.
+NOT_FALSE_CLOSURES = frozenset(BILABIALS) | {"F", "V", "SIL", "SP", "SPN", ""}
+
+
 def phone_extremes(phones: Sequence[tuple[str, float, float]], opening: np.ndarray,
-                   fps: float = FPS) -> tuple[np.ndarray, np.ndarray]:
-    """(smallest aperture over each bilabial phone's frames, largest over each open vowel's):
-    a phone owns the frames whose centres it covers; phones owning no frame are left out."""
-    closes, opens = [], []
+                   fps: float = FPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(smallest aperture over each bilabial phone's frames, largest over each open vowel's,
+    smallest over each other speech phone's (not NOT_FALSE_CLOSURES)): a phone owns the frames
+    whose centres it covers; phones owning no frame are left out."""
+    closes, opens, others = [], [], []
     for phone, start, end in phones:
         cls = phone_class(phone)
-        if cls is None:
+        if cls is None and (not phone or base_phone(phone) in NOT_FALSE_CLOSURES):
             continue
         first = max(0, math.ceil(start * fps - 0.5))
         last = min(opening.shape[0], math.ceil(end * fps - 0.5))
         if last <= first:
             continue
         span = opening[first:last]
-        (closes if cls == "bilabial" else opens).append(
-            float(span.min() if cls == "bilabial" else span.max()))
-    return np.array(closes), np.array(opens)
+        if cls == "vowel":
+            opens.append(float(span.max()))
+        else:
+            (closes if cls == "bilabial" else others).append(float(span.min()))
+    return np.array(closes), np.array(opens), np.array(others)
 
 
 @dataclass
@@ -223,10 +231,11 @@ class LipSyncScores:
     frames: ClosureScores
     closes: dict[str, list[np.ndarray]]
     opens: dict[str, list[np.ndarray]]
+    others: dict[str, list[np.ndarray]]
 
     @classmethod
     def empty(cls) -> LipSyncScores:
-        return cls(ClosureScores.empty(), {}, {})
+        return cls(ClosureScores.empty(), {}, {}, {})
 
     def add(self, phones: Sequence[tuple[str, float, float]], scores: dict[str, np.ndarray],
             rates: Sequence[str] | None = None) -> None:
@@ -235,9 +244,10 @@ class LipSyncScores:
         first = next(iter(scores.values()))
         self.frames.add(frame_phones(phones, first.shape[0]), scores)
         for name in (scores if rates is None else rates):
-            closes, opens = phone_extremes(phones, scores[name])
+            closes, opens, others = phone_extremes(phones, scores[name])
             self.closes.setdefault(name, []).append(closes)
             self.opens.setdefault(name, []).append(opens)
+            self.others.setdefault(name, []).append(others)
 
     def report(self, name: str) -> dict[str, float | int | None]:
         vowels, bilabials = self.frames.counts()
@@ -246,8 +256,13 @@ class LipSyncScores:
                                               "open_vowel_frames": vowels}
         if name in self.closes:
             closes, opens = np.concatenate(self.closes[name]), np.concatenate(self.opens[name])
+            others = np.concatenate(self.others[name])
             out.update({
                 "closure_rate": float((closes < CLOSED_APERTURE).mean()) if closes.size else None,
                 "open_rate": float((opens >= OPEN_APERTURE).mean()) if opens.size else None,
-                "bilabial_phones": int(closes.size), "open_vowel_phones": int(opens.size)})
+                # Lips shut where they should not be: the price of closing more often.
+                "false_closure_rate": (float((others < CLOSED_APERTURE).mean())
+                                       if others.size else None),
+                "bilabial_phones": int(closes.size), "open_vowel_phones": int(opens.size),
+                "other_phones": int(others.size)})
         return out

@@ -4,11 +4,13 @@ the line's text.
 - `phonemes`: the phone set (ARPAbet without stress digits, plus "SIL") and espeak-ng's mapping;
 - `espeak`: espeak-ng through ctypes (pronunciations, and the synthetic corpus's speech);
 - `align`: forced alignment of a transcript (pocketsphinx, en-us model inside its wheel);
-- `loop`: phone-loop decoding of any speech without a transcript (pocketsphinx `allphone`);
+- `loop`: phones of any English speech without a transcript: the phone loop (pocketsphinx
+  `allphone`), or, slower, word recognition followed by a phone alignment of the words;
 - `track`: phones with times -> the per-frame phone track at 30 fps that compact models read.
 
 `phone_track(samples, transcript)` is what inference calls: forced alignment when a transcript
-is given (falling back to the phone loop with a warning when it fails), the phone loop otherwise.
+is given (falling back with a warning when it fails), else word recognition when asked for, else
+the phone loop.
 """
 
 from __future__ import annotations

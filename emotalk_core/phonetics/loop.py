@@ -1,6 +1,9 @@
-"""Phone-loop decoding: the most likely phone sequence of any English speech, without a
-transcript (pocketsphinx `allphone` search with the en-us phone language model, both inside the
-pocketsphinx wheel).
+"""Phones of English speech without a transcript, by one of two METHODS:
+- "loop": phone-loop decoding, the most likely phone sequence (pocketsphinx `allphone` search
+  with the en-us phone language model, both inside the pocketsphinx wheel): fast;
+- "words": word recognition (pocketsphinx's en-us language model and dictionary, beams narrowed
+  for speed) followed by a phone alignment of the recognised words: about three times slower,
+  and its phones are those of real words, so its bilabials are right far more often.
 
 Long audio is decoded in chunks of `CHUNK_S` seconds that overlap by `MARGIN_S` on each side;
 each chunk keeps the phones whose centres fall in its own core, so the result does not depend
@@ -36,6 +39,11 @@ CHUNK_S = 30.0  # seconds of audio per decoding job
 MARGIN_S = 1.5  # context decoded on each side of a chunk's core and then dropped
 # One process decodes clips up to this long; longer ones go to worker processes.
 IN_PROCESS_MAX_S = 2 * CHUNK_S
+METHODS = ("loop", "words")
+# Word recognition's search, narrowed from pocketsphinx's defaults: 3x faster on the held-out
+# recordings with the same lip-sync scores (benchmarks/README.md).
+WORD_SEARCH = {"fwdflat": False, "bestpath": False, "maxhmmpf": 3000, "beam": 1e-40,
+               "wbeam": 1e-30, "pbeam": 1e-40, "topn": 2}
 
 Phones = list[tuple[str, float, float]]
 
@@ -44,14 +52,13 @@ class PhoneDecodingError(EmoTalkError):
     """pocketsphinx is missing or failed on the audio."""
 
 
-_decoder = None
+_decoders: dict[str, object] = {}
 _decoder_lock = threading.Lock()
 
 
-def _get_decoder():  # noqa: ANN202 (pocketsphinx.Decoder)
-    """One allphone decoder per process (loading the acoustic model takes ~0.2 s)."""
-    global _decoder
-    if _decoder is None:
+def _get_decoder(method: str):  # noqa: ANN202 (pocketsphinx.Decoder)
+    """One decoder per method and process (loading the models takes 0.2 to 1 s)."""
+    if method not in _decoders:
         try:
             from pocketsphinx import Decoder, get_model_path
         except ImportError as exc:
@@ -59,10 +66,13 @@ def _get_decoder():  # noqa: ANN202 (pocketsphinx.Decoder)
                 f"the backend's Python {sys.executable} has no module named 'pocketsphinx'",
                 "pip install pocketsphinx (a dependency of emotalk-blender; reinstall the "
                 "package)") from exc
-        phone_lm = os.path.join(get_model_path(), "en-us", "en-us-phone.lm.bin")
-        _decoder = Decoder(allphone=phone_lm, lm=None, samprate=SAMPLE_RATE,
-                           loglevel="FATAL", bestpath=False)
-    return _decoder
+        if method == "loop":
+            phone_lm = os.path.join(get_model_path(), "en-us", "en-us-phone.lm.bin")
+            _decoders[method] = Decoder(allphone=phone_lm, lm=None, samprate=SAMPLE_RATE,
+                                        loglevel="FATAL", bestpath=False)
+        else:
+            _decoders[method] = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", **WORD_SEARCH)
+    return _decoders[method]
 
 
 def pcm16(samples: np.ndarray) -> bytes:
@@ -74,23 +84,56 @@ def pcm16(samples: np.ndarray) -> bytes:
     return np.round(scaled).astype("<i2").tobytes()
 
 
-def decode_chunk(samples: np.ndarray) -> Phones:
+def decode_chunk(samples: np.ndarray, method: str = "loop") -> Phones:
     """Phones of one stretch of 16 kHz mono audio, times from its start, tiling it (gaps and
     fillers become "SIL")."""
+    if method not in METHODS:
+        raise ValueError(f"unknown phone decoding method {method!r}")
     if samples.size < SAMPLE_RATE // 20:
         return [(SIL, 0.0, samples.size / SAMPLE_RATE)] if samples.size else []
     with _decoder_lock:
-        decoder = _get_decoder()
+        decoder = _get_decoder(method)
         try:
-            # The decoder carries its feature normalisation over from the previous utterance;
-            # reset it so that the same audio always gives the same phones.
-            decoder.reinit_feat()
-            decoder.start_utt()
-            decoder.process_raw(pcm16(samples), full_utt=True)
-            decoder.end_utt()
-            segments = [(s.word, s.start_frame, s.end_frame) for s in decoder.seg()]
+            pcm = pcm16(samples)
+            _utterance(decoder, pcm)
+            if method == "words":
+                segments = _word_phones(decoder, pcm)
+            else:
+                segments = [(s.word, s.start_frame, s.end_frame) for s in decoder.seg()]
         except RuntimeError as exc:
             raise PhoneDecodingError(f"phone decoding failed: {exc}") from exc
+    return _tiling(segments) or [(SIL, 0.0, samples.size / SAMPLE_RATE)]
+
+
+def _utterance(decoder, pcm: bytes) -> None:  # noqa: ANN001
+    # The decoder carries its feature normalisation over from the previous utterance; reset it
+    # so that the same audio always gives the same phones.
+    decoder.reinit_feat()
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+
+
+def _word_phones(decoder, pcm: bytes) -> list[tuple[str, int, int]]:  # noqa: ANN001
+    """(phone, first frame, last frame) of the recognised words after a recognition pass:
+    a second pass aligns the hypothesis' phones (an empty hypothesis is silence)."""
+    hypothesis = decoder.hyp()
+    words = [w for w in (hypothesis.hypstr.split() if hypothesis else [])
+             if not w.startswith(("<", "["))]
+    if not words:
+        return []
+    try:
+        decoder.set_alignment()
+        _utterance(decoder, pcm)
+        alignment = decoder.get_alignment()
+    finally:
+        decoder.activate_search()  # back to recognition for the next chunk
+    if alignment is None:
+        raise PhoneDecodingError("word recognition: the recognised words did not align")
+    return [(p.name, p.start, p.start + p.duration - 1) for p in alignment.phones()]
+
+
+def _tiling(segments: list[tuple[str, int, int]]) -> Phones:
     phones: Phones = []
     for word, first, last in segments:
         name = strip_stress(word)
@@ -155,7 +198,8 @@ def stitch(parts: list[Phones], seconds: float) -> Phones:
 class _Workers:
     """Decoding processes kept for the life of this process (a server decodes clip after
     clip): each is `python -m emotalk_core.phonetics.loop --worker`, fed float32 samples on its
-    stdin (an 8-byte length, then the bytes) and answering one JSON line per chunk. Plain
+    stdin (a byte naming the method, an 8-byte length, then the bytes) and answering one JSON
+    line per chunk. Plain
     subprocesses rather than multiprocessing: they never re-import the caller's main module
     and never touch its stdout (the stdio server's protocol channel)."""
 
@@ -181,7 +225,8 @@ class _Workers:
             proc.wait()
         self.procs = []
 
-    def run(self, chunks: list[np.ndarray], count: int, progress, cancel) -> list[Phones]:
+    def run(self, chunks: list[np.ndarray], count: int, progress, cancel,
+            method: str = "loop") -> list[Phones]:
         """Phones of each chunk, decoded `count` at a time in order."""
         with self.lock:
             results: list[Phones] = []
@@ -192,7 +237,8 @@ class _Workers:
                     procs = self.ensure(len(batch))
                     for proc, chunk in zip(procs, batch, strict=False):
                         data = np.ascontiguousarray(chunk, dtype="<f4").tobytes()
-                        proc.stdin.write(struct.pack("<Q", len(data)) + data)
+                        proc.stdin.write(struct.pack("<BQ", METHODS.index(method), len(data))
+                                         + data)
                         proc.stdin.flush()
                     for proc in procs:
                         results.append(_answer(proc.stdout.readline()))
@@ -225,14 +271,17 @@ def default_workers() -> int:
                       else os.cpu_count() or 1))
 
 
-def decode(samples: np.ndarray, *, workers: int | None = None,
+def decode(samples: np.ndarray, *, method: str = "loop", workers: int | None = None,
            progress: Callable[[int, int], None] | None = None,
            cancel: Callable[[], bool] | None = None) -> Phones:
-    """[(ARPAbet phone or "SIL", start s, end s), ...] tiling 16 kHz mono `samples`.
+    """[(ARPAbet phone or "SIL", start s, end s), ...] tiling 16 kHz mono `samples`, by
+    `method` (one of METHODS).
 
     `progress(done, total)` is called per chunk; `cancel()` is polled between chunks (raises
     Cancelled). Clips up to IN_PROCESS_MAX_S decode in this process; longer ones in `workers`
     processes (default: one per core)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown phone decoding method {method!r}")
     seconds = samples.size / SAMPLE_RATE
     plans = plan_chunks(samples.size)
     workers = workers or default_workers()
@@ -240,19 +289,20 @@ def decode(samples: np.ndarray, *, workers: int | None = None,
         parts = []
         for k, plan in enumerate(plans):
             _check(cancel)
-            parts.append(_decode_plan(samples, plan))
+            parts.append(_decode_plan(samples, plan, method))
             if progress:
                 progress(k + 1, len(plans))
         return stitch(parts, seconds)
-    decoded = _WORKERS.run([samples[a:b] for a, b, _, _ in plans], workers, progress, cancel)
+    decoded = _WORKERS.run([samples[a:b] for a, b, _, _ in plans], workers, progress, cancel,
+                           method)
     parts = [_keep_core(chunk, a / SAMPLE_RATE, (c / SAMPLE_RATE, d / SAMPLE_RATE))
              for chunk, (a, _, c, d) in zip(decoded, plans, strict=True)]
     return stitch(parts, seconds)
 
 
-def _decode_plan(samples: np.ndarray, plan: tuple[int, int, int, int]) -> Phones:
+def _decode_plan(samples: np.ndarray, plan: tuple[int, int, int, int], method: str) -> Phones:
     a, b, core_start, core_end = plan
-    return _keep_core(decode_chunk(samples[a:b]), a / SAMPLE_RATE,
+    return _keep_core(decode_chunk(samples[a:b], method), a / SAMPLE_RATE,
                       (core_start / SAMPLE_RATE, core_end / SAMPLE_RATE))
 
 
@@ -262,16 +312,17 @@ def _check(cancel: Callable[[], bool] | None) -> None:
 
 
 def worker_main() -> int:
-    """Serve chunks on stdin until it closes: 8-byte little-endian length, float32 samples."""
+    """Serve chunks on stdin until it closes: a byte indexing METHODS, an 8-byte little-endian
+    length, float32 samples."""
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     while True:
-        header = source.read(8)
-        if len(header) < 8:
+        header = source.read(9)
+        if len(header) < 9:
             return 0
-        (size,) = struct.unpack("<Q", header)
+        method, size = struct.unpack("<BQ", header)
         samples = np.frombuffer(source.read(size), dtype="<f4")
         try:
-            reply = {"phones": decode_chunk(samples)}
+            reply = {"phones": decode_chunk(samples, METHODS[method])}
         except EmoTalkError as exc:
             reply = {"error": exc.message}
         sink.write(json.dumps(reply).encode() + b"\n")

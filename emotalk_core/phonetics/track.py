@@ -5,7 +5,9 @@ the lip-closure metric). The track is a (T,) array of class indices into
 `emotalk_core.config.PHONE_LABELS`, NO_PHONE where no phone owns a frame; the network embeds
 it (one-hot) beside its log-mel features. Phones from a forced alignment are shifted by
 ALIGNED_OFFSET: an aligned "M" is near certain, a phone loop's "M" often wrong, and the network
-must know which of the two it reads to trust it accordingly.
+must know which of the two it reads to trust it accordingly. Phones of recognised words (no
+transcript, `loop.decode(method="words")`) are phones of real words aligned to the audio, and
+are read as aligned phones.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ TRACK_CLASSES = 2 * len(PHONE_LABELS)  # loop phones, then aligned phones
 _INDEX = {label: i for i, label in enumerate(PHONE_LABELS)}
 
 Phones = list[tuple[str, float, float]]
+WORD_SOURCES = ("alignment", "recognition")  # phones of words: read as aligned phones
 
 
 def base_phone(phone: str) -> str:
@@ -58,8 +61,9 @@ def track_classes(phones: Sequence[tuple[str, float, float]], num_frames: int,
 
 @dataclass
 class PhoneTrack:
-    """Phones of a clip, where they came from ("alignment" of a transcript, or the phone
-    "loop"), and any warning a user should see (a transcript that did not align)."""
+    """Phones of a clip, where they came from ("alignment" of a transcript, "recognition" of
+    the words, or the phone "loop"), and any warning a user should see (a transcript that did
+    not align)."""
 
     phones: Phones
     source: str
@@ -72,11 +76,11 @@ class PhoneTrack:
 
 
 def aligned_closures(track: PhoneTrack, num_frames: int) -> np.ndarray:
-    """(num_frames,) 1.0 on the frames an aligned bilabial owns, else 0.0 (all 0.0 for phone-loop
-    tracks): where a transcript says the lips meet, they meet (the loop's bilabials are too
-    often wrong to act on without the network's judgement)."""
+    """(num_frames,) 1.0 on the frames an aligned or recognised bilabial owns, else 0.0 (all
+    0.0 for phone-loop tracks): where the words say the lips meet, they meet (the loop's
+    bilabials are too often wrong to act on without the network's judgement)."""
     out = np.zeros(num_frames, dtype=np.float32)
-    if track.source == "alignment":
+    if track.source in WORD_SOURCES:
         owners = frame_phones(track.phones, num_frames)
         out[[i for i, p in enumerate(owners) if p and base_phone(p) in BILABIALS]] = 1.0
     return out
@@ -84,8 +88,8 @@ def aligned_closures(track: PhoneTrack, num_frames: int) -> np.ndarray:
 
 def source_classes(classes: np.ndarray, source: str) -> np.ndarray:
     """PHONE_LABELS classes -> the network's track classes for phones from `source`
-    ("alignment" or "loop")."""
-    if source not in ("alignment", "loop"):
+    ("alignment", "recognition" or "loop")."""
+    if source not in (*WORD_SOURCES, "loop"):
         raise ValueError(f"unknown phone source {source!r}")
     if source == "loop":
         return classes
@@ -93,11 +97,12 @@ def source_classes(classes: np.ndarray, source: str) -> np.ndarray:
 
 
 def phone_track(samples: np.ndarray, transcript: str | None = None, *,
-                language: str = "en-us",
+                recognize_words: bool = False, language: str = "en-us",
                 progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None) -> PhoneTrack:
     """Phones of 16 kHz mono `samples`: forced alignment of `transcript` when given, else (or
-    when the alignment fails, with a warning) phone-loop decoding."""
+    when the alignment fails, with a warning) word recognition if `recognize_words`, else
+    phone-loop decoding (also, with a warning, when recognition fails)."""
     from . import loop
 
     warnings: list[str] = []
@@ -112,6 +117,13 @@ def phone_track(samples: np.ndarray, transcript: str | None = None, *,
         except (AlignmentError, EmoTalkError) as exc:
             warnings.append(f"the transcript could not be aligned to the audio ({_short(exc)}); "
                             "lip sync uses the audio alone for this clip")
+    if recognize_words:
+        try:
+            phones = loop.decode(samples, method="words", progress=progress, cancel=cancel)
+            return PhoneTrack(phones, "recognition", warnings)
+        except loop.PhoneDecodingError as exc:
+            warnings.append(f"word recognition failed ({_short(exc)}); lip sync uses the "
+                            "phone loop for this clip")
     phones = loop.decode(samples, progress=progress, cancel=cancel)
     return PhoneTrack(phones, "loop", warnings)
 
