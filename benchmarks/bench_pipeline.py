@@ -9,6 +9,8 @@ length asked for. Rows (each after a warm-up call, the fastest of `--repeats` ru
 - pipeline: `Predictor.predict(audio)` with default controls, as `emotalk predict` runs it
   (phone-loop decoding over the cores, network, post-processing with articulation);
 - phone loop: `emotalk_core.phonetics.phone_track(audio)` alone;
+- pipeline, words: the pipeline with `Controls(recognize_words=True)` (word recognition instead
+  of the phone loop; no target, it is the slower choice);
 - network: `Predictor.predict(audio, phones=<decoded before>, controls=raw)`: the network in
   its windows, nothing else.
 RTF = seconds of audio per second of wall clock. Targets: pipeline >= 30, network >= 200.
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     track = phone_track(audio) if phonetic else None
     if phonetic:
         rows["phone loop"] = fastest(lambda: phone_track(audio), args.repeats)
+        words = Controls(recognize_words=True)
+        predictor.predict(audio[: 16000 * 70], sample_rate=16000, controls=words)  # warm-up
+        rows["pipeline, words"] = fastest(
+            lambda: predictor.predict(audio, sample_rate=16000, controls=words), args.repeats)
     rows["network"] = fastest(lambda: predictor.predict(
         audio, sample_rate=16000, phones=track, controls=Controls(postprocess=None)),
         args.repeats)
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
               "rtf": {k: round(args.seconds / v, 1) for k, v in rows.items()}}
     print(f"{args.seconds:g} s of speech, model {args.model}, {os.cpu_count()} cores")
     for name, seconds in rows.items():
-        print(f"  {name:<11} {seconds:8.2f} s   RTF {args.seconds / seconds:7.1f}")
+        print(f"  {name:<15} {seconds:8.2f} s   RTF {args.seconds / seconds:7.1f}")
     checks = [("pipeline", TARGET_PIPELINE_RTF), ("network", TARGET_NETWORK_RTF)]
     for name, target in checks:
         rtf = args.seconds / rows[name]

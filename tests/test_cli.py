@@ -245,3 +245,13 @@ def test_presets_are_computed_from_a_labelled_manifest(capsys, tmp_path, tiny_mo
     code, _, err = run(capsys, "presets", "--model", str(model), "--manifest",
                        str(tmp_path / "manifest.jsonl"), "--split", "test")
     assert code == 1 and "no emotion-labelled clips" in err
+
+
+def test_recognize_words_reaches_the_predictor(capsys, tmp_path, tiny_model_dir, speech_wav,
+                                               predict_calls):
+    base = ["predict", str(speech_wav), "--model", str(tiny_model_dir), "-o",
+            str(tmp_path / "o.npy")]
+    for extra, want in (([], False), (["--recognize-words"], True)):
+        code, _, err = run(capsys, *base, *extra)
+        assert code == 0, err
+        assert predict_calls[-1]["controls"].recognize_words is want

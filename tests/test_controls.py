@@ -41,7 +41,8 @@ def test_default_json_is_the_documented_defaults():
 
 
 def test_recognize_words_is_a_boolean_everywhere():
-    with pytest.raises(ControlError, match="recognize_words must be true or false, got the text 'yes'"):
+    with pytest.raises(ControlError,
+                       match="recognize_words must be true or false, got the text 'yes'"):
         Controls.from_dict({"recognize_words": "yes"})
     on = Controls(recognize_words=True)
     assert controls.panel_values(on)["recognize_words"] is True

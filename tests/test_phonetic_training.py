@@ -261,3 +261,28 @@ def test_weights_can_be_chosen_by_validation_lip_closure(corpus, tmp_path):
 def test_select_by_is_checked():
     with pytest.raises(ConfigError, match="select_by"):
         load_config(TINY, ['train.select_by="vibes"'])
+
+
+def test_frozen_parts_stay_as_loaded(corpus, tmp_path):
+    plain_cfg = load_config(TINY, ["train.presets=false"])
+    plain = EmoTalk(build_model_config(plain_cfg.model))
+    save_model(tmp_path / "plain", plain)
+    cfg = load_config(TINY, [*PHONETIC, f'model.init_from="{tmp_path / "plain"}"',
+                             'train.frozen=["decoder", "emotion_encoder"]', "train.steps=2",
+                             "train.val_interval=0"])
+    run(cfg, corpus, tmp_path / "run")
+    trained = load_model(tmp_path / "run" / "model").model.state_dict()
+    source = plain.state_dict()
+    for prefix in ("decoder.", "emotion_encoder."):
+        assert all(torch.equal(source[k], trained[k]) for k in source if k.startswith(prefix))
+    assert not all(torch.equal(source[k], trained[k]) for k in source
+                   if k.startswith("content_encoder."))
+
+
+def test_an_unknown_frozen_part_is_refused(corpus, tmp_path):
+    from training.config import ConfigError
+
+    cfg = load_config(TINY, ['train.frozen=["decodr"]', "train.steps=1"])
+    with pytest.raises(ConfigError, match="no part named 'decodr'") as caught:
+        run(cfg, corpus, tmp_path / "run")
+    assert "decoder" in caught.value.detail

@@ -170,6 +170,9 @@ class TrainSection:
     steps: int = 20000  # schedule length; the run stops here unless --max-steps stops it sooner
     precision: str = "bf16"  # on CUDA: bf16 | fp16 (with GradScaler) | fp32; CPU is always fp32
     freeze_encoders_steps: int = 0  # encoders not updated for the first N steps
+    # Top-level parts of the network (content_encoder, emotion_encoder, decoder, head, ...) kept
+    # as loaded for the whole run: a continued run that must not change what they compute.
+    frozen: tuple[str, ...] = ()
     val_interval: int = 1000  # 0: no validation (the last weights are exported)
     log_interval: int = 50
     checkpoint_interval: int = 1000

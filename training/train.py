@@ -229,6 +229,20 @@ def freeze_front_ends(net: EmoTalk) -> None:
             w2v.freeze_feature_encoder()
 
 
+def freeze_parts(net: EmoTalk, names: tuple[str, ...]) -> None:
+    """Keep the named top-level parts of the network (`train.frozen`) as they were loaded: no
+    gradients, so the optimiser never sees them. Unknown names are a ConfigError."""
+    parts = {name for name, module in net.named_children()
+             if any(True for _ in module.parameters())}
+    unknown = [n for n in names if n not in parts]
+    if unknown:
+        raise ConfigError(f"train.frozen: the network has no part named "
+                          f"{', '.join(map(repr, unknown))}",
+                          f"use some of {', '.join(sorted(parts))}")
+    for name in names:
+        getattr(net, name).requires_grad_(False)
+
+
 def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The state dict of a transformers model folder (safetensors or .bin, sharded or not)."""
     from safetensors.torch import load_file
@@ -376,6 +390,7 @@ class Trainer:
             freeze_front_ends(self.net)
         else:
             self.net = build_network(cfg.model, cfg.source or "<config>", self.log)
+        freeze_parts(self.net, cfg.train.frozen)
         self.net.to(self.dist.device)
         torch.manual_seed(cfg.seed * 1009 + self.dist.rank)  # dropout differs across ranks
         self._setup_optim()
