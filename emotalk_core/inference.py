@@ -148,7 +148,7 @@ class Predictor:
             raise ResourceError("out of memory",
                                 "close other programs or use a shorter clip") from exc
         run.step("post-processing")
-        closures = None if found is None else aligned_closures(found, total)
+        closures = None if found is None else aligned_closures(found, total, contact)
         values = (raw if controls.postprocess is None
                   else apply(raw, controls.postprocess, FPS, contact, closures))
         frames = audio_io.num_frames(samples.shape[0], fps)

@@ -6,8 +6,9 @@ the lip-closure metric). The track is a (T,) array of class indices into
 it (one-hot) beside its log-mel features. Phones from a forced alignment are shifted by
 ALIGNED_OFFSET: an aligned "M" is near certain, a phone loop's "M" often wrong, and the network
 must know which of the two it reads to trust it accordingly. Phones of recognised words (no
-transcript, `loop.decode(method="words")`) are phones of real words aligned to the audio, and
-are read as aligned phones.
+transcript, `loop.decode(method="words")`) are read like the loop's: the recognised words are
+often wrong, so the network keeps its own judgement (on held-out voices this scored better than
+reading them as aligned phones).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ TRACK_CLASSES = 2 * len(PHONE_LABELS)  # loop phones, then aligned phones
 _INDEX = {label: i for i, label in enumerate(PHONE_LABELS)}
 
 Phones = list[tuple[str, float, float]]
-WORD_SOURCES = ("alignment", "recognition")  # phones of words: read as aligned phones
+SOURCES = ("alignment", "recognition", "loop")
+# A recognised bilabial shuts the lips unless the network is this sure they stay apart (lip
+# contact below it): chosen on the validation voices (the held-out game characters).
+RECOGNIZED_CONTACT_FLOOR = 0.05
 
 
 def base_phone(phone: str) -> str:
@@ -75,23 +79,28 @@ class PhoneTrack:
         return source_classes(track_classes(self.phones, num_frames), self.source)
 
 
-def aligned_closures(track: PhoneTrack, num_frames: int) -> np.ndarray:
-    """(num_frames,) 1.0 on the frames an aligned or recognised bilabial owns, else 0.0 (all
-    0.0 for phone-loop tracks): where the words say the lips meet, they meet (the loop's
-    bilabials are too often wrong to act on without the network's judgement)."""
+def aligned_closures(track: PhoneTrack, num_frames: int,
+                     contact: np.ndarray | None = None) -> np.ndarray:
+    """(num_frames,) 1.0 on the frames where the lips must meet, else 0.0: those an aligned
+    bilabial owns (the transcript says so), and those a recognised bilabial owns unless the
+    network's lip `contact` (T,) there is below RECOGNIZED_CONTACT_FLOOR. None for phone-loop
+    tracks: the loop's bilabials are too often wrong to act on without the network's
+    judgement (which the contact output already is)."""
     out = np.zeros(num_frames, dtype=np.float32)
-    if track.source in WORD_SOURCES:
+    if track.source in ("alignment", "recognition"):
         owners = frame_phones(track.phones, num_frames)
         out[[i for i, p in enumerate(owners) if p and base_phone(p) in BILABIALS]] = 1.0
+    if track.source == "recognition" and contact is not None:
+        out *= np.asarray(contact) >= RECOGNIZED_CONTACT_FLOOR
     return out
 
 
 def source_classes(classes: np.ndarray, source: str) -> np.ndarray:
-    """PHONE_LABELS classes -> the network's track classes for phones from `source`
-    ("alignment", "recognition" or "loop")."""
-    if source not in (*WORD_SOURCES, "loop"):
+    """PHONE_LABELS classes -> the network's track classes for phones from `source` (one of
+    SOURCES; only aligned phones are read as aligned)."""
+    if source not in SOURCES:
         raise ValueError(f"unknown phone source {source!r}")
-    if source == "loop":
+    if source != "alignment":
         return classes
     return np.where(classes >= 0, classes + ALIGNED_OFFSET, classes)
 
