@@ -15,11 +15,13 @@ Stages (each resumes: a finished stage is skipped, an interrupted training run c
    stage (`WORK/base_model`);
 5. the phonetic stage: the phone loop decoded over every clip (cached beside the merged
    manifest), then `training/configs/compact_phonetic.toml` continues the first stage's weights
-   with the phone-track input and the lip-contact output;
+   with the phone-track input and the lip-contact output, training how the network reads speech
+   (the content encoder) while the emotion path and the decoder stay the first stage's;
 6. evaluation: the synthetic validation split against the teacher (LVE/EVE in mm on the demo
    head), the held-out real recordings (lip-closure AUC beside the audio-energy baseline on the
-   same frames; closure and open rates as `emotalk predict` animates, with and without the
-   clips' transcripts, beside the phone loop and the teacher), how far each emotion preset
+   same frames; closure, open and false-closure rates as `emotalk predict` animates, from the
+   audio alone with the phone loop or with word recognition, and with the clips' transcripts,
+   beside the phone loop and the teacher), how far each emotion preset
    moves the upper face, and the real-time factor of the whole pipeline;
 7. export: the best weights in float16 (half the file; the network still runs in float32) with
    the emotion presets, and `metrics.json` beside them, which the model card quotes.
@@ -240,9 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     except EmoTalkError as exc:
         return report_error(exc, p.prog)
     lip = report["lip_sync"]["real_val"]
-    for name in ("model", "model_transcript"):
+    for name in ("model", "model_words", "model_transcript"):
         log(f"held-out real speech, {name}: lip-closure AUC {lip[name]['auc']:.3f}, closure "
-            f"rate {lip[name]['closure_rate']:.2f}, open rate {lip[name]['open_rate']:.2f}")
+            f"rate {lip[name]['closure_rate']:.2f}, open rate {lip[name]['open_rate']:.2f}, "
+            f"false closures {lip[name]['false_closure_rate']:.2f}")
     log(f"audio-energy baseline AUC {lip['energy']['auc']:.3f}; "
         f"RTF {report['real_time_factor']['rtf']}")
     return 0
