@@ -93,7 +93,7 @@ class EMOTALK_PG_settings(_LineFields, bpy.types.PropertyGroup):
     recognize_words: BoolProperty(
         name="Recognize Words", default=False,
         description="For strips without a transcript: recognise the English words and "
-        "lip-sync their sounds (about three times slower; the lips close more often)")
+        "lip-sync their sounds (half as fast; the lips close more often)")
     show_unmatched: BoolProperty(name="Show Unmatched Channels", default=False)
     write_mode: EnumProperty(name="Write To", default="action", items=WRITE_MODES)
     reduce_keys: BoolProperty(

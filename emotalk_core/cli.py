@@ -271,7 +271,7 @@ def add_control_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mouth-amplitude", type=float, default=1.0, help="mouth motion scale")
     g.add_argument("--recognize-words", action="store_true",
                    help="without a transcript, recognise the English words and lip-sync their "
-                   "phones instead of the phone loop's: about three times slower, lips that "
+                   "phones instead of the phone loop's: half as fast, lips that "
                    "close more often")
 
 

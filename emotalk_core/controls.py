@@ -109,7 +109,7 @@ class Controls:
     person_weights: dict[int, float] | None = None  # a convex mix of styles
     postprocess: PostProcess | None = field(default_factory=PostProcess)  # None: raw output
     # Without a transcript, read the phones of recognised English words instead of the phone
-    # loop (models with a phonetic input): about three times slower, lips that close more.
+    # loop (models with a phonetic input): half as fast, lips that close more often.
     recognize_words: bool = False
 
     def __post_init__(self) -> None:

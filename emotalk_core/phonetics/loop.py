@@ -2,8 +2,8 @@
 - "loop": phone-loop decoding, the most likely phone sequence (pocketsphinx `allphone` search
   with the en-us phone language model, both inside the pocketsphinx wheel): fast;
 - "words": word recognition (pocketsphinx's en-us language model and dictionary, beams narrowed
-  for speed) followed by a phone alignment of the recognised words: about three times slower,
-  and its phones are those of real words, so its bilabials are right far more often.
+  for speed) followed by a phone alignment of the recognised words: half as fast, and its
+  phones are those of real words, so its bilabials are right far more often.
 
 Long audio is decoded in chunks of `CHUNK_S` seconds that overlap by `MARGIN_S` on each side;
 each chunk keeps the phones whose centres fall in its own core, so the result does not depend
@@ -41,7 +41,7 @@ MARGIN_S = 1.5  # context decoded on each side of a chunk's core and then droppe
 IN_PROCESS_MAX_S = 2 * CHUNK_S
 METHODS = ("loop", "words")
 # Word recognition's search, narrowed from pocketsphinx's defaults: 3x faster on the held-out
-# recordings with the same lip-sync scores (benchmarks/README.md).
+# recordings with the same lip-sync scores (training/README.md, 2026-12-06).
 WORD_SEARCH = {"fwdflat": False, "bestpath": False, "maxhmmpf": 3000, "beam": 1e-40,
                "wbeam": 1e-30, "pbeam": 1e-40, "topn": 2}
 
