@@ -63,3 +63,13 @@ NORMALIZED_INDEX: dict[str, int] = {normalize(n): i for i, n in enumerate(CHANNE
 def channel_index(name: str) -> int | None:
     """Index of the ARKit channel that `name` spells, or None."""
     return NORMALIZED_INDEX.get(normalize(name))
+
+
+def aperture(curves):  # noqa: ANN001, ANN201 (numpy arrays or torch tensors alike)
+    """(..., T, 52) -> (..., T) how far the lips are apart (DESIGN.md section 8): the jaw's
+    opening less the lips pressed together over it, plus the lips' own parting."""
+    c = curves
+    return (c[..., INDEX["jawOpen"]] - c[..., INDEX["mouthClose"]]
+            + 0.5 * (c[..., INDEX["mouthLowerDownLeft"]] + c[..., INDEX["mouthLowerDownRight"]])
+            / 2
+            + 0.25 * (c[..., INDEX["mouthUpperUpLeft"]] + c[..., INDEX["mouthUpperUpRight"]]) / 2)

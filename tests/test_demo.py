@@ -95,10 +95,15 @@ def test_settings_fall_back_when_the_model_lacks_presets():
 def test_frames_show_the_widest_and_most_closed_mouth_during_speech():
     frames = 120
     jaw = 0.3 + 0.2 * np.sin(np.arange(frames) / 3.0)
-    jaw[50], jaw[80], jaw[5] = 0.95, 0.01, 0.0  # frame 5 is in the leading silence
+    jaw[50], jaw[5] = 0.95, 0.0  # frame 5 is in the leading silence
+    lip_channels = [CHANNELS.index(n) for n in ("mouthClose", "mouthLowerDownLeft",
+                                                  "mouthLowerDownRight", "mouthUpperUpLeft",
+                                                  "mouthUpperUpRight")]
     curves = {name: fake_curves(frames, seed) for seed, name in enumerate(("a", "b"))}
     for values in curves.values():
         values[:, CHANNELS.index("jawOpen")] = jaw
+        values[:, lip_channels] = 0.0
+        values[80, CHANNELS.index("mouthClose")] = jaw[80]  # lips shut over an open jaw (an m)
     envelope = np.where((np.arange(frames) >= 12) & (np.arange(frames) < 105), 0.2, 0.001)
     picked = demo.pick_frames(curves, envelope, 7)
     assert len(picked) == 7 and picked == sorted(set(picked))

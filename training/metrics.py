@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-from emotalk_core.arkit import CHANNELS, INDEX, NUM_CHANNELS
+from emotalk_core.arkit import CHANNELS, NUM_CHANNELS
+from emotalk_core.arkit import aperture as aperture  # the metrics' mouth opening, re-exported
 from emotalk_core.config import FPS, SAMPLE_RATE
 from emotalk_core.errors import EmoTalkError
 from emotalk_core.head import HeadFileError, HeadMesh, load_npz
@@ -99,15 +100,6 @@ def mesh_eve(head: HeadMesh, pred: np.ndarray, true: np.ndarray) -> float:
 
 
 # -- lip closure ----------------------------------------------------------------------------------
-def aperture(curves: np.ndarray) -> np.ndarray:
-    """(..., T, 52) -> (..., T) mouth opening score (numpy arrays or torch tensors)."""
-    c = curves
-    return (c[..., INDEX["jawOpen"]] - c[..., INDEX["mouthClose"]]
-            + 0.5 * (c[..., INDEX["mouthLowerDownLeft"]] + c[..., INDEX["mouthLowerDownRight"]])
-            / 2
-            + 0.25 * (c[..., INDEX["mouthUpperUpLeft"]] + c[..., INDEX["mouthUpperUpRight"]]) / 2)
-
-
 def frame_log_rms(audio: np.ndarray, frames: int) -> np.ndarray:
     """audio (S,) 16 kHz -> (frames,) log RMS of each 30 fps frame's samples (the energy
     baseline); frames past the audio's end get the floor value."""

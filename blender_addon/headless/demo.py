@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import emotalk_core
-from emotalk_core.arkit import CHANNELS
+from emotalk_core.arkit import CHANNELS, aperture
 from emotalk_core.controls import PRESET_NAMES
 from emotalk_core.errors import ControlError, EmoTalkError, ModelError, OutputError
 
@@ -400,17 +400,18 @@ def load_envelope(clip: Path) -> np.ndarray:
 
 def pick_frames(curves: dict[str, np.ndarray], envelope: np.ndarray, count: int) -> list[int]:
     """0-based frames for the contact sheet, shared by all rows so that a column compares the
-    settings at one moment: the widest jaw openings and the most closed moments while speech
-    is heard (lips meeting on m, b, p, not the rest pose of the pauses), alternately, for two
+    settings at one moment: the widest jaw openings and the most closed lips while speech is
+    heard (lips meeting on m, b, p, not the rest pose of the pauses), alternately, for two
     thirds of the columns; frames evenly spaced over the speech for the rest. Picks stay
     total/(2 count) frames apart where the clip is long enough."""
     jaw = np.mean([c[:, CHANNELS.index("jawOpen")] for c in curves.values()], axis=0)
+    lips = np.mean([aperture(c) for c in curves.values()], axis=0)
     total = len(jaw)
     count = min(count, total)
     loud = envelope[:total] > 0.1 * float(envelope.max()) if envelope.size else np.zeros(0)
     speech = np.flatnonzero(loud) if loud.any() else np.arange(total)
     opened = np.argsort(-jaw, kind="stable")
-    closed = speech[np.argsort(jaw[speech], kind="stable")]
+    closed = speech[np.argsort(lips[speech], kind="stable")]
     gap = max(1, total // (2 * count))
     picked: list[int] = []
     _alternate(picked, (opened, closed), max(1, 2 * count // 3), gap)
