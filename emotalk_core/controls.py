@@ -158,7 +158,8 @@ class Controls:
         if self.person_weights is not None:
             out["person_weights"] = {str(p): float(w) for p, w in self.person_weights.items()}
         out["postprocess"] = None if self.postprocess is None else asdict(self.postprocess)
-        out["recognize_words"] = self.recognize_words
+        if self.recognize_words:  # left out when off, so servers older than it still accept
+            out["recognize_words"] = True
         return out
 
 
