@@ -199,9 +199,8 @@ class _Workers:
     """Decoding processes kept for the life of this process (a server decodes clip after
     clip): each is `python -m emotalk_core.phonetics.loop --worker`, fed float32 samples on its
     stdin (a byte naming the method, an 8-byte length, then the bytes) and answering one JSON
-    line per chunk. Plain
-    subprocesses rather than multiprocessing: they never re-import the caller's main module
-    and never touch its stdout (the stdio server's protocol channel)."""
+    line per chunk. Plain subprocesses rather than multiprocessing: they never re-import the
+    caller's main module and never touch its stdout (the stdio server's protocol channel)."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
