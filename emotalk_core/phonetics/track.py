@@ -83,9 +83,9 @@ def aligned_closures(track: PhoneTrack, num_frames: int,
                      contact: np.ndarray | None = None) -> np.ndarray:
     """(num_frames,) 1.0 on the frames where the lips must meet, else 0.0: those an aligned
     bilabial owns (the transcript says so), and those a recognised bilabial owns unless the
-    network's lip `contact` (T,) there is below RECOGNIZED_CONTACT_FLOOR. None for phone-loop
-    tracks: the loop's bilabials are too often wrong to act on without the network's
-    judgement (which the contact output already is)."""
+    network's lip `contact` (T,) there is below RECOGNIZED_CONTACT_FLOOR. All 0.0 for
+    phone-loop tracks: the loop's bilabials are too often wrong to act on without the
+    network's judgement (which the contact output already is)."""
     out = np.zeros(num_frames, dtype=np.float32)
     if track.source in ("alignment", "recognition"):
         owners = frame_phones(track.phones, num_frames)
