@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .loop import pcm16
-from .phonemes import ARPABET, SIL, strip_stress, to_arpabet
+from .loop import decode_utterance, pcm16, phone_pass, tiling
+from .phonemes import ARPABET, SIL, to_arpabet
 
 SAMPLE_RATE = 16000
 FPS = 30
-_FRAME_RATE = 100  # pocketsphinx frames per second (-frate)
 ENGLISH = "en-us"  # espeak-ng's voice for the acoustic model's language
 # Boundaries are taken at frame starts (k / 100 s), uncorrected: against CMU ARCTIC's labels
 # (arctic_a0009) that gives 12.8 ms mean error; shifting by half a window (7.8 ms) would suit
@@ -187,36 +186,15 @@ def _pronounce(word: str, language: str = ENGLISH) -> list[str]:
 
 def _two_pass(decoder, pcm: bytes, words: list[str]) -> Phones:  # noqa: ANN001
     decoder.set_align_text(" ".join(words))
-    _decode(decoder, pcm)
+    decode_utterance(decoder, pcm)
     hyp = decoder.hyp()
     if hyp is None or _clean_words(hyp.hypstr) != words:
         got = "nothing" if hyp is None else repr(hyp.hypstr)
         raise AlignmentError(f"word pass matched {got}")
-    decoder.set_alignment()
-    _decode(decoder, pcm)
-    alignment = decoder.get_alignment()
-    if alignment is None:
+    segments = phone_pass(decoder, pcm)
+    if segments is None:
         raise AlignmentError("phone pass produced no alignment")
-    phones: Phones = []
-    for phone in alignment.phones():
-        name = strip_stress(phone.name)
-        label = name if name in ARPABET else SIL
-        start = phone.start / _FRAME_RATE
-        end = (phone.start + phone.duration) / _FRAME_RATE
-        if phones and phones[-1][0] == SIL and label == SIL:
-            phones[-1] = (SIL, phones[-1][1], end)
-        else:
-            phones.append((label, start, end))
-    return phones
-
-
-def _decode(decoder, pcm: bytes) -> None:  # noqa: ANN001
-    # The decoder carries its feature normalisation over from the previous utterance (up to
-    # 150 ms of difference in a boundary); reset it so that a clip always aligns the same.
-    decoder.reinit_feat()
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
+    return tiling(segments)
 
 
 # espeak-ng mnemonics of other languages that the English table lacks, or that it splits

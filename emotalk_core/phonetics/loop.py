@@ -95,19 +95,21 @@ def decode_chunk(samples: np.ndarray, method: str = "loop") -> Phones:
         decoder = _get_decoder(method)
         try:
             pcm = pcm16(samples)
-            _utterance(decoder, pcm)
+            decode_utterance(decoder, pcm)
             if method == "words":
                 segments = _word_phones(decoder, pcm)
             else:
                 segments = [(s.word, s.start_frame, s.end_frame) for s in decoder.seg()]
         except RuntimeError as exc:
             raise PhoneDecodingError(f"phone decoding failed: {exc}") from exc
-    return _tiling(segments) or [(SIL, 0.0, samples.size / SAMPLE_RATE)]
+    return tiling(segments) or [(SIL, 0.0, samples.size / SAMPLE_RATE)]
 
 
-def _utterance(decoder, pcm: bytes) -> None:  # noqa: ANN001
-    # The decoder carries its feature normalisation over from the previous utterance; reset it
-    # so that the same audio always gives the same phones.
+def decode_utterance(decoder, pcm: bytes) -> None:  # noqa: ANN001
+    """One whole utterance through `decoder` (any search: loop, recognition, alignment)."""
+    # The decoder carries its feature normalisation over from the previous utterance (up to
+    # 150 ms of difference in a boundary); reset it so that the same audio always gives the
+    # same phones.
     decoder.reinit_feat()
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)
@@ -123,17 +125,28 @@ def _word_phones(decoder, pcm: bytes) -> list[tuple[str, int, int]]:  # noqa: AN
     if not words:
         return []
     try:
-        decoder.set_alignment()
-        _utterance(decoder, pcm)
-        alignment = decoder.get_alignment()
+        segments = phone_pass(decoder, pcm)
     finally:
         decoder.activate_search()  # back to recognition for the next chunk
-    if alignment is None:
+    if segments is None:
         raise PhoneDecodingError("word recognition: the recognised words did not align")
+    return segments
+
+
+def phone_pass(decoder, pcm: bytes) -> list[tuple[str, int, int]] | None:  # noqa: ANN001
+    """After a word pass (recognition, or `set_align_text`), align the hypothesis' phones:
+    (phone, first frame, last frame) each, or None when they do not align."""
+    decoder.set_alignment()
+    decode_utterance(decoder, pcm)
+    alignment = decoder.get_alignment()
+    if alignment is None:
+        return None
     return [(p.name, p.start, p.start + p.duration - 1) for p in alignment.phones()]
 
 
-def _tiling(segments: list[tuple[str, int, int]]) -> Phones:
+def tiling(segments: list[tuple[str, int, int]]) -> Phones:
+    """(phone, first frame, last frame) segments -> Phones in seconds: anything outside
+    ARPABET (fillers, silences) is "SIL", and neighbouring pauses merge."""
     phones: Phones = []
     for word, first, last in segments:
         name = strip_stress(word)
