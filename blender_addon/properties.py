@@ -91,9 +91,10 @@ class EMOTALK_PG_settings(_LineFields, bpy.types.PropertyGroup):
     mouth_amplitude: FloatProperty(name="Mouth Amplitude", default=1.0, min=0.0, max=3.0,
                                    description="Scale of mouth and jaw motion")
     recognize_words: BoolProperty(
-        name="Recognize Words", default=False,
+        name="Recognize Words", default=True,
         description="For strips without a transcript: recognise the English words and "
-        "lip-sync their sounds (half as fast; the lips close more often)")
+        "lip-sync their sounds. Off: read the sounds alone (faster, for other languages; the "
+        "lips close less often)")
     show_unmatched: BoolProperty(name="Show Unmatched Channels", default=False)
     write_mode: EnumProperty(name="Write To", default="action", items=WRITE_MODES)
     reduce_keys: BoolProperty(

@@ -269,10 +269,10 @@ def add_control_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-clamp", action="store_true", help="do not clamp to [0, 1]")
     g.add_argument("--seed", type=int, default=0, help="blink seed (default 0)")
     g.add_argument("--mouth-amplitude", type=float, default=1.0, help="mouth motion scale")
-    g.add_argument("--recognize-words", action="store_true",
+    g.add_argument("--recognize-words", action=argparse.BooleanOptionalAction, default=True,
                    help="without a transcript, recognise the English words and lip-sync their "
-                   "phones instead of the phone loop's: half as fast, lips that "
-                   "close more often")
+                   "phones (the default); --no-recognize-words reads the phone loop's phones "
+                   "instead: faster, for speech in other languages, lips that close less often")
 
 
 def controls_from_args(args: argparse.Namespace) -> Controls:

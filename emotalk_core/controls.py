@@ -108,9 +108,9 @@ class Controls:
     person: int = 0  # personal style, used when person_weights is None
     person_weights: dict[int, float] | None = None  # a convex mix of styles
     postprocess: PostProcess | None = field(default_factory=PostProcess)  # None: raw output
-    # Without a transcript, read the phones of recognised English words instead of the phone
-    # loop (models with a phonetic input): half as fast, lips that close more often.
-    recognize_words: bool = False
+    # Without a transcript, read the phones of recognised English words (models with a phonetic
+    # input); off: the phone loop's phones, faster, for other languages, lips less sure.
+    recognize_words: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.recognize_words, bool | np.bool_):
@@ -158,8 +158,8 @@ class Controls:
         if self.person_weights is not None:
             out["person_weights"] = {str(p): float(w) for p, w in self.person_weights.items()}
         out["postprocess"] = None if self.postprocess is None else asdict(self.postprocess)
-        if self.recognize_words:  # left out when off, so servers older than it still accept
-            out["recognize_words"] = True
+        if not self.recognize_words:  # left out when on (the default): older servers accept it
+            out["recognize_words"] = False
         return out
 
 
@@ -211,7 +211,7 @@ def from_panel(values: dict[str, Any]) -> Controls:
                        mouth_amplitude=float(values.get("mouth_amplitude", 1.0)))
     return Controls(emotion=emotion, level=float(values.get("level", 1.0)), person=person,
                     person_weights=weights, postprocess=post,
-                    recognize_words=bool(values.get("recognize_words", False)))
+                    recognize_words=bool(values.get("recognize_words", True)))
 
 
 def _panel_styles(controls: Controls) -> dict[str, Any]:

@@ -148,7 +148,7 @@ class Predictor:
             raise ResourceError("out of memory",
                                 "close other programs or use a shorter clip") from exc
         run.step("post-processing")
-        closures = None if found is None else aligned_closures(found, total, contact)
+        closures = None if found is None else aligned_closures(found, total)
         values = (raw if controls.postprocess is None
                   else apply(raw, controls.postprocess, FPS, contact, closures))
         frames = audio_io.num_frames(samples.shape[0], fps)
@@ -195,7 +195,7 @@ class Predictor:
         return level.to(self.device), person.to(self.device)
 
     def _phone_track(self, samples: np.ndarray, transcript: str | None, run: _Run,
-                     given: PhoneTrack | None = None, recognize_words: bool = False,
+                     given: PhoneTrack | None = None, recognize_words: bool = True,
                      ) -> tuple[PhoneTrack | None, list[str]]:
         """The clip's phones for models with a phonetic input (None for others), and warnings
         for the user."""

@@ -260,9 +260,10 @@ def test_defaults_equal_emotalk_predict(bpy, scene):
     settings = bpy.context.scene.emotalk
     addon = sys.modules[f"{ADDON}.properties"]
     assert Controls.from_dict(addon.controls_from(settings)) == Controls()
-    settings.recognize_words = True  # the Audio panel's checkbox goes out with the controls
-    assert Controls.from_dict(addon.controls_from(settings)) == Controls(recognize_words=True)
-    settings.recognize_words = False
+    assert settings.recognize_words  # on, as in emotalk predict
+    settings.recognize_words = False  # the Audio panel's checkbox goes out with the controls
+    assert Controls.from_dict(addon.controls_from(settings)) == Controls(recognize_words=False)
+    settings.recognize_words = True
 
 
 def test_operator_is_one_undo_step_and_panels_exist(bpy, scene):

@@ -78,8 +78,8 @@ def test_panel_values_hold_the_cli_controls_or_refuse():
     assert panel.panel_values(controls_of()) == {
         "emotion_source": "audio", "strength": 1.0, "level": 1.0, "person": 0,
         "use_second_person": False, "smooth": True, "blinks": True, "seed": 0, "clamp": True,
-        "mouth_amplitude": 1.0, "recognize_words": False}
-    assert panel.panel_values(controls_of("--recognize-words"))["recognize_words"] is True
+        "mouth_amplitude": 1.0, "recognize_words": True}
+    assert panel.panel_values(controls_of("--no-recognize-words"))["recognize_words"] is False
     mixed = panel.panel_values(controls_of("--person-weights", "7:3,3:1", "--emotion", "sad"))
     assert (mixed["person"], mixed["second_person"], mixed["person_mix"]) == (3, 7, 0.75)
     assert mixed["preset"] == "sad" and mixed["emotion_source"] == "preset"

@@ -251,7 +251,8 @@ def test_recognize_words_reaches_the_predictor(capsys, tmp_path, tiny_model_dir,
                                                predict_calls):
     base = ["predict", str(speech_wav), "--model", str(tiny_model_dir), "-o",
             str(tmp_path / "o.npy")]
-    for extra, want in (([], False), (["--recognize-words"], True)):
+    for extra, want in (([], True), (["--no-recognize-words"], False),
+                        (["--recognize-words"], True)):
         code, _, err = run(capsys, *base, *extra)
         assert code == 0, err
         assert predict_calls[-1]["controls"].recognize_words is want

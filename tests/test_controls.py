@@ -18,7 +18,7 @@ VARIED = (
              postprocess=PostProcess(blinks=False, seed=4, mouth_amplitude=1.5)),
     Controls(emotion=EmotionControl("reference", reference="take2.wav"), postprocess=None),
     Controls(postprocess=PostProcess(articulate=False, clamp=False)),
-    Controls(recognize_words=True),
+    Controls(recognize_words=False),
 )
 
 
@@ -34,19 +34,21 @@ def test_default_json_is_the_documented_defaults():
     assert data["level"] == 1.0 and data["person"] == 0 and "person_weights" not in data
     assert data["postprocess"] == {"smooth": True, "blinks": True, "seed": 0, "clamp": True,
                                    "mouth_amplitude": 1.0, "articulate": True}
-    # off, it is left out: servers that predate it reject unknown keys
+    # on (the default), it is left out: servers that predate it reject unknown keys
     assert "recognize_words" not in data
-    assert Controls(recognize_words=True).to_dict()["recognize_words"] is True
+    assert Controls(recognize_words=False).to_dict()["recognize_words"] is False
 
 
 def test_recognize_words_is_a_boolean_everywhere():
     with pytest.raises(ControlError,
                        match="recognize_words must be true or false, got the text 'yes'"):
         Controls.from_dict({"recognize_words": "yes"})
-    on = Controls(recognize_words=True)
-    assert controls.panel_values(on)["recognize_words"] is True
-    assert controls.from_panel({"recognize_words": True}) == on
-    assert controls.differences(Controls(), on) == ["recognize_words"]
+    off = Controls(recognize_words=False)
+    assert controls.panel_values(off)["recognize_words"] is False
+    assert controls.panel_values(Controls())["recognize_words"] is True
+    assert controls.from_panel({"recognize_words": False}) == off
+    assert controls.from_panel({}) == Controls()
+    assert controls.differences(Controls(), off) == ["recognize_words"]
 
 
 def test_default_panel_equals_emotalk_predict():

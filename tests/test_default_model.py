@@ -54,9 +54,9 @@ def test_the_model_card_numbers_are_its_own():
     assert lip["bilabial_frames"] >= 100
     for value in (lip["auc_model"], lip["auc_energy_baseline"]):
         assert f"{value:.3f}" in card
-    # lip sync as users get it, from the audio alone (phone loop, recognised words)
+    # lip sync as users get it, from the audio alone (recognised words, phone loop)
     sync = metrics["lip_sync"]["real_val"]
-    for scorer in ("model", "model_words"):
+    for scorer in ("model", "model_loop"):
         assert f"| **{sync[scorer]['auc']:.3f}** | **{sync[scorer]['closure_rate']:.2f}** |" in card
     for name, mm in metrics["preset_upper_face_mm"].items():
         assert f"{name} {mm:.2f}" in card

@@ -110,7 +110,7 @@ def test_training_with_the_phonetic_stream_continues_a_plain_model(corpus, tmp_p
     predictor = Predictor(loaded, device="cpu")
     audio = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
     result = predictor.predict(audio, sample_rate=16000)
-    assert result.phone_source == "loop" and result.values.shape == (30, 52)
+    assert result.phone_source == "recognition" and result.values.shape == (30, 52)
 
 
 def test_init_from_copies_every_tensor_and_starts_the_track_at_zero(tmp_path):
@@ -176,6 +176,7 @@ def test_predictor_reads_phones_with_progress_and_cancel(phonetic_model):
     predictor = Predictor(phonetic_model, device="cpu")
     messages: list[str] = []
     plain = predictor.predict(speech.audio, sample_rate=16000,
+                              controls=Controls(recognize_words=False),
                               progress=lambda d, t, m: messages.append(m))
     assert plain.phone_source == "loop" and "reading phones (1/1)" in messages
     aligned = predictor.predict(speech.audio, sample_rate=16000, transcript="Bob made a map.",
@@ -183,9 +184,9 @@ def test_predictor_reads_phones_with_progress_and_cancel(phonetic_model):
     assert aligned.phone_source == "alignment" and not aligned.warnings
     assert "aligning the transcript" in messages
     recognized = predictor.predict(speech.audio, sample_rate=16000,
-                                   controls=Controls(recognize_words=True),
                                    progress=lambda d, t, m: messages.append(m))
-    assert recognized.phone_source == "recognition" and "recognizing words (1/1)" in messages
+    assert recognized.phone_source == "recognition" and not recognized.warnings
+    assert "recognizing words (1/2)" in messages and "recognizing words (2/2)" in messages
     # The track changes the curves: the embedding is not zero in this model.
     assert not np.allclose(plain.values, aligned.values)
     calls = []
@@ -229,8 +230,10 @@ def test_aligned_bilabials_shut_the_lips_even_when_the_network_is_unsure(phoneti
         predictor.model.head.weight.zero_()
         predictor.model.head.bias[24] = 0.5  # jawOpen: the mouth stays open
     aligned = predictor.predict(speech.audio, sample_rate=16000, transcript=text)
-    loop = predictor.predict(speech.audio, sample_rate=16000)
-    assert aligned.phone_source == "alignment"
+    loop = predictor.predict(speech.audio, sample_rate=16000,
+                             controls=Controls(recognize_words=False))
+    recognized = predictor.predict(speech.audio, sample_rate=16000)
+    assert aligned.phone_source == "alignment" and recognized.phone_source == "recognition"
     from emotalk_core.phonetics import phone_track
 
     owners = frame_phones(phone_track(speech.audio, text).phones, aligned.frames)
@@ -240,6 +243,11 @@ def test_aligned_bilabials_shut_the_lips_even_when_the_network_is_unsure(phoneti
     assert np.all(aperture(aligned.values)[bilabial] < 0.05)
     assert np.all(aperture(aligned.values)[others] > 0.3)
     assert np.all(aperture(loop.values) > 0.3)  # the loop's phones alone never shut them
+    # recognised words shut the lips as the transcript does (within a frame of it)
+    shut = aperture(recognized.values) < 0.05
+    assert all(shut[max(0, i - 1): i + 2].any() for i in bilabial)
+    inside = [i for i in others if min(abs(i - b) for b in bilabial) > 1]
+    assert inside and np.all(aperture(recognized.values)[inside] > 0.3)
 
 
 def test_weights_can_be_chosen_by_validation_lip_closure(corpus, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from emotalk_core.audio import load_audio, num_frames
 from emotalk_core.config import PHONE_LABELS
 from emotalk_core.errors import Cancelled
-from emotalk_core.phonetics import loop, phone_track
+from emotalk_core.phonetics import loop, phone_track, recognize
 from emotalk_core.phonetics.espeak import VoiceSettings, synthesize
 from emotalk_core.phonetics.track import (
     ALIGNED_OFFSET,
@@ -151,10 +151,10 @@ def test_a_missing_pocketsphinx_is_a_dependency_error(monkeypatch):
     from emotalk_core.errors import DependencyError
     from emotalk_core.phonetics import loop
 
-    monkeypatch.setattr(loop, "_decoders", {})
+    monkeypatch.setattr(loop, "_decoder", [])
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # import fails
     with pytest.raises(DependencyError, match="no module named 'pocketsphinx'") as caught:
-        loop._get_decoder("loop")
+        loop._get_decoder()
     assert caught.value.kind == "dependency"
 
 
@@ -167,48 +167,99 @@ def test_word_recognition_finds_the_bilabials_of_a_real_voice():
     audio = load_audio(DEMO / "arctic_a0007.wav")
     aligned = phone_track(audio, (DEMO / "arctic_a0007.txt").read_text())
     found = phone_track(audio, recognize_words=True)
-    assert found.source == "recognition" and not found.warnings
+    assert found.source == "recognition" and not found.warnings and not found.loop_spans
     assert tiles(found.phones, audio.size / 16000)
     want, got = bilabial_centres(aligned.phones), bilabial_centres(found.phones)
     assert want.size == got.size == 1 and abs(got[0] - want[0]) < 0.05
-    # the network reads them as it reads the loop's phones (the words are often wrong) ...
+    # recognised words are read as aligned phones, and their bilabials shut the lips
     frames = num_frames(audio.size)
-    assert found.classes(frames).tolist() == PhoneTrack(found.phones, "loop").classes(frames
-                                                                                      ).tolist()
-    # ... and the lips shut on the recognised bilabial unless the network is sure they do not
+    assert (found.classes(frames) >= ALIGNED_OFFSET).sum() > 0.9 * frames
     closed = aligned_closures(found, frames)
     assert closed.sum() > 0 and abs(np.flatnonzero(closed).mean() / 30 - want[0]) < 0.05
-    contact = np.full(frames, 0.5, np.float32)
-    contact[np.flatnonzero(closed)[0]] = 0.01
-    gated = aligned_closures(found, frames, contact)
-    assert gated.sum() == closed.sum() - 1 and gated[np.flatnonzero(closed)[0]] == 0
     assert not aligned_closures(PhoneTrack(found.phones, "loop"), frames).any()
 
 
-def test_word_recognition_decodes_long_audio_in_chunks_over_processes(utterance):
-    pause = np.zeros(int(0.5 * 16000), np.float32)
+def test_windows_cut_long_audio_in_its_pauses(utterance):
+    pause = np.zeros(int(0.6 * 16000), np.float32)
     once = np.concatenate([utterance.audio, pause])
-    audio = np.tile(once, int(np.ceil(65 * 16000 / once.size)))
-    phones = loop.decode(audio, method="words", workers=2)
-    assert tiles(phones, audio.size / 16000)
-    assert len(bilabial_centres(phones)) >= 10
-    assert loop.decode(audio, method="words", workers=1) == phones
-    # the same workers serve both methods, one chunk after the other
-    assert loop.decode(audio, workers=2) == loop.decode(audio, workers=1)
+    audio = np.tile(once, int(np.ceil(95 * 16000 / once.size)))
+    windows = recognize.plan_windows(audio)
+    assert windows[0][0] == 0 and windows[-1][1] == audio.size
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False))
+    assert all(b - a <= recognize.WINDOW_S * 16000 for a, b in windows) and len(windows) == 4
+    for _, cut in windows[:-1]:  # every cut falls in a pause
+        assert not np.abs(audio[cut - 800: cut + 800]).any()
+
+
+LINES = ("Bob made a map of the big blue pool.", "My brother plays the piano every morning.",
+         "The boat moved slowly past the old bridge.", "Please bring me a bowl of warm soup.",
+         "Maybe the bus will be late again today.", "Mark bought a bike for his birthday.",
+         "We watched the moon rise above the mountains.", "Paul kept his promise to his mother.",
+         "A bright lamp burned by the open window.", "The baby smiled and waved both hands.",
+         "Emma painted the barn a pale shade of brown.", "Bring the maps before the meeting.")
+
+
+def test_word_recognition_of_long_audio_aligns_over_processes():
+    pause = np.zeros(int(0.6 * 16000), np.float32)
+    spoken = [synthesize(line, VoiceSettings("en-us+m3")) for line in LINES]
+    audio, expected, at = [], [], 0.0
+    for _ in range(2):  # 12 lines twice: about 70 s, three windows
+        for speech in spoken:
+            expected += [at + (p.start + p.end) / 2 for p in speech.phones
+                         if p.phone in BILABIALS]
+            audio += [speech.audio, pause]
+            at += (speech.audio.size + pause.size) / 16000
+    audio = np.concatenate(audio)
+    progress = []
+    found = recognize.recognize(audio, workers=2, progress=lambda d, t: progress.append((d, t)))
+    assert tiles(found.phones, audio.size / 16000) and not found.loop_spans
+    assert progress == [(3, 6), (6, 6)]  # three windows: heard, then read
+    # the lines' bilabials, nearly all found within 50 ms of where espeak-ng put them
+    got = bilabial_centres(found.phones)
+    errors = np.array([min(abs(got - e)) for e in expected])
+    assert np.mean(errors < 0.05) > 0.9 and abs(len(got) - len(expected)) <= 0.1 * len(expected)
+    # worker processes give exactly what this process gives
+    assert recognize.recognize(audio, workers=1).phones == found.phones
+
+
+def test_speech_whisper_cannot_trust_is_read_by_the_phone_loop():
+    french = synthesize("Le petit chat boit du lait dans la cuisine pendant que maman "
+                        "prépare le repas.", VoiceSettings("fr")).audio
+    found = phone_track(french, recognize_words=True)
+    assert found.source == "recognition" and found.loop_spans == [(0.0, french.size / 16000)]
+    assert "not recognised as English speech" in found.warnings[0]
+    assert found.phones == loop.decode(french)
+    frames = num_frames(french.size)
+    assert (found.classes(frames) < ALIGNED_OFFSET).all()  # read as the loop's phones
+    assert not aligned_closures(found, frames).any()
+    # within a clip, only the stretch that was not recognised goes to the loop
+    mixed = PhoneTrack([("M", 0.0, 0.5), ("M", 0.5, 1.0)], "recognition", loop_spans=[(0.5, 1.0)])
+    assert aligned_closures(mixed, 30).tolist() == [1.0] * 15 + [0.0] * 15
+
+
+def test_whisper_checks_its_own_text():
+    assert recognize.judge("", -0.2, 0.0) == ("", True)  # nothing said
+    assert recognize.judge("Thank you.", -1.5, 0.9) == ("", True)  # no speech
+    assert recognize.judge("I'm not sure if I can.", -2.0, 0.3) == ("I'm not sure if I can.",
+                                                                    False)
+    loop_text = "montreal forceliner " * 20
+    assert recognize.judge(loop_text, -0.3, 0.0) == (loop_text, False)  # decoding looped
+    assert recognize.judge("Bob made a map.", -0.3, 0.0) == ("Bob made a map.", True)
 
 
 def test_word_recognition_failure_falls_back_to_the_loop_with_a_warning(monkeypatch, utterance):
-    decode = loop.decode
-
-    def failing(samples, *, method="loop", **kwargs):
-        if method == "words":
-            raise loop.PhoneDecodingError("word recognition: the recognised words did not align")
-        return decode(samples, method=method, **kwargs)
-
-    monkeypatch.setattr(loop, "decode", failing)
+    monkeypatch.setenv(recognize.MODEL_ENV, "/nowhere/whisper")
+    monkeypatch.setattr(recognize._Whisper, "_loaded", None)
     found = phone_track(utterance.audio, recognize_words=True)
-    assert found.source == "loop" and found.phones == decode(utterance.audio)
+    assert found.source == "loop" and found.phones == loop.decode(utterance.audio)
     assert len(found.warnings) == 1 and "word recognition failed" in found.warnings[0]
+    assert "EMOTALK_WHISPER_MODEL=/nowhere/whisper: no CTranslate2 Whisper model" in \
+        found.warnings[0]
+
+
+def test_word_recognition_can_be_cancelled(utterance):
+    with pytest.raises(Cancelled):
+        phone_track(utterance.audio, recognize_words=True, cancel=lambda: True)
 
 
 def test_a_transcript_comes_before_word_recognition(utterance):
@@ -217,6 +268,19 @@ def test_a_transcript_comes_before_word_recognition(utterance):
                                                                        TEXT).phones
 
 
-def test_an_unknown_decoding_method_is_refused(utterance):
-    with pytest.raises(ValueError, match="unknown phone decoding method"):
-        loop.decode(utterance.audio, method="guess")
+def test_an_unknown_phone_job_is_refused(utterance):
+    with pytest.raises(ValueError, match="unknown phone job"):
+        loop.do_job("guess", utterance.audio, "")
+
+
+def test_word_recognition_leaves_torch_its_threads(monkeypatch, utterance):
+    import torch
+
+    monkeypatch.setattr(recognize._Whisper, "_loaded", None)  # load it again
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        phone_track(utterance.audio, recognize_words=True)
+        assert torch.get_num_threads() == 2  # the network keeps both cores
+    finally:
+        torch.set_num_threads(before)

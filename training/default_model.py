@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     except EmoTalkError as exc:
         return report_error(exc, p.prog)
     lip = report["lip_sync"]["real_val"]
-    for name in ("model", "model_words", "model_transcript"):
+    for name in ("model", "model_loop", "model_transcript"):
         log(f"held-out real speech, {name}: lip-closure AUC {lip[name]['auc']:.3f}, closure "
             f"rate {lip[name]['closure_rate']:.2f}, open rate {lip[name]['open_rate']:.2f}, "
             f"false closures {lip[name]['false_closure_rate']:.2f}")

@@ -5,8 +5,9 @@ without and with the clips' transcripts, beside baselines on the same phones.
     python -m training.lipsync --model default --data data/real_speech --split val
 
 The reference phones are each clip's forced alignment (the manifest's phone files). Scorers:
-- `model`: the model's aperture from the audio alone (phone loop for phonetic models);
-- `model_words`: the same with word recognition instead of the phone loop (`recognize_words`);
+- `model`: the model's aperture from the audio alone (recognised words for phonetic models);
+- `model_loop`: the same with the phone loop instead of word recognition (`recognize_words`
+  off);
 - `model_transcript`: the same with the clip's transcript (`DATA/transcripts/<id>.txt`);
 - `teacher`: the target curves (the procedural teacher on the alignments);
 - `energy`: log RMS per frame (AUC only);
@@ -43,10 +44,12 @@ def phone_loop_opening(samples: np.ndarray, frames: int) -> np.ndarray:
 
 def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
              device: str = "cpu", transcripts: bool = True,
-             transcripts_dir: str | Path | None = None, words: bool = True) -> dict[str, Any]:
+             transcripts_dir: str | Path | None = None, phone_loop: bool = True
+             ) -> dict[str, Any]:
     """The report: per scorer, AUC, closure rate, open rate and false-closure rate with their
     counts. Transcripts are `<transcripts_dir>/<clip id>.txt` (default DATA/transcripts).
-    `words`: also score word recognition (models with a phonetic input)."""
+    `phone_loop`: also score the model reading the phone loop (models with a phonetic
+    input)."""
     from emotalk_core.controls import Controls
     from emotalk_core.inference import Predictor
 
@@ -65,15 +68,16 @@ def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
         phones = read_phone_file(Path(entry.phones))
         teacher = fit_curves(read_curves(Path(entry.blendshapes)), frames, 3,
                                str(entry.blendshapes))
-        values = {"model": M.aperture(predictor.predict(audio, sample_rate=16000).values),
+        found = predictor.predict(audio, sample_rate=16000)
+        warnings += [f"{entry.clip_id}: {w}" for w in found.warnings]
+        values = {"model": M.aperture(found.values),
                   "teacher": M.aperture(teacher),
                   "energy": M.frame_log_rms(audio, frames),
                   "phone_loop": phone_loop_opening(audio, frames)}
-        if words and predictor.model.config.phone_input:
-            recognized = predictor.predict(audio, sample_rate=16000,
-                                           controls=Controls(recognize_words=True))
-            warnings += [f"{entry.clip_id}: {w}" for w in recognized.warnings]
-            values["model_words"] = M.aperture(recognized.values)
+        if phone_loop and predictor.model.config.phone_input:
+            looped = predictor.predict(audio, sample_rate=16000,
+                                       controls=Controls(recognize_words=False))
+            values["model_loop"] = M.aperture(looped.values)
         text = texts / f"{entry.clip_id}.txt"
         if transcripts and text.is_file():
             result = predictor.predict(audio, sample_rate=16000,
@@ -81,7 +85,7 @@ def evaluate(model: str | Path, data_dir: str | Path, split: str = "val",
             warnings += [f"{entry.clip_id}: {w}" for w in result.warnings]
             values["model_transcript"] = M.aperture(result.values)
         scores.add(phones, values, rates=[k for k in values if k != "energy"])
-    names = ["model", "model_words", "model_transcript", "teacher", "energy", "phone_loop"]
+    names = ["model", "model_loop", "model_transcript", "teacher", "energy", "phone_loop"]
     return {"model": str(model), "data": str(data_dir), "split": split, "clips": len(entries),
             "scorers": {n: scores.report(n) for n in names if n in scores.frames.vowel},
             "warnings": warnings}
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                    "transcripts/ (training.real_speech writes one)")
     p.add_argument("--split", default="val")
     p.add_argument("--no-transcripts", action="store_true")
-    p.add_argument("--no-words", action="store_true", help="skip the word-recognition scorer")
+    p.add_argument("--no-loop", action="store_true", help="skip the phone-loop model scorer")
     p.add_argument("--transcripts", type=Path, help="folder of <clip id>.txt (default "
                    "DATA/transcripts)")
     p.add_argument("--json", type=Path, help="also write the report here")
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = evaluate(args.model, args.data, args.split,
                           transcripts=not args.no_transcripts, transcripts_dir=args.transcripts,
-                          words=not args.no_words)
+                          phone_loop=not args.no_loop)
     except EmoTalkError as exc:
         return report_error(exc, p.prog)
     print(format_report(report))

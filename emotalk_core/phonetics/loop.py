@@ -1,18 +1,16 @@
-"""Phones of English speech without a transcript, by one of two METHODS:
-- "loop": phone-loop decoding, the most likely phone sequence (pocketsphinx `allphone` search
-  with the en-us phone language model, both inside the pocketsphinx wheel): fast;
-- "words": word recognition (pocketsphinx's en-us language model and dictionary, beams narrowed
-  for speed) followed by a phone alignment of the recognised words: half as fast, and its
-  phones are those of real words, so its bilabials are right far more often.
+"""Phones of English speech without a transcript: phone-loop decoding, the most likely phone
+sequence (pocketsphinx `allphone` search with the en-us phone language model, both inside the
+pocketsphinx wheel).
 
 Long audio is decoded in chunks of `CHUNK_S` seconds that overlap by `MARGIN_S` on each side;
 each chunk keeps the phones whose centres fall in its own core, so the result does not depend
 on where chunks are cut (a phone cut by a chunk's edge is decoded whole by its neighbour).
 Chunks run in worker processes, one per core (pocketsphinx holds the GIL while it decodes), so
-memory stays bounded by the chunk size and the time by the number of cores.
+memory stays bounded by the chunk size and the time by the number of cores. The same workers
+align recognised words (`emotalk_core.phonetics.recognize`): a job is one of JOBS.
 
-`python -m emotalk_core.phonetics.loop --worker` is such a worker (stdin: chunks, stdout: one
-JSON line of phones per chunk).
+`python -m emotalk_core.phonetics.loop --worker` is such a worker (stdin: jobs, stdout: one
+JSON line of phones per job).
 """
 
 from __future__ import annotations
@@ -39,11 +37,9 @@ CHUNK_S = 30.0  # seconds of audio per decoding job
 MARGIN_S = 1.5  # context decoded on each side of a chunk's core and then dropped
 # One process decodes clips up to this long; longer ones go to worker processes.
 IN_PROCESS_MAX_S = 2 * CHUNK_S
-METHODS = ("loop", "words")
-# Word recognition's search, narrowed from pocketsphinx's defaults: 3x faster on the held-out
-# recordings with the same lip-sync scores (training/README.md, 2026-12-06).
-WORD_SEARCH = {"fwdflat": False, "bestpath": False, "maxhmmpf": 3000, "beam": 1e-40,
-               "wbeam": 1e-30, "pbeam": 1e-40, "topn": 2}
+# What a worker does with a stretch of audio: decode it with the phone loop, or align the
+# words that come with it (None when they do not align).
+JOBS = ("loop", "align")
 
 Phones = list[tuple[str, float, float]]
 
@@ -52,13 +48,13 @@ class PhoneDecodingError(EmoTalkError):
     """pocketsphinx is missing or failed on the audio."""
 
 
-_decoders: dict[str, object] = {}
+_decoder: list[object] = []  # this process's phone-loop decoder, made on first use
 _decoder_lock = threading.Lock()
 
 
-def _get_decoder(method: str):  # noqa: ANN202 (pocketsphinx.Decoder)
-    """One decoder per method and process (loading the models takes 0.2 to 1 s)."""
-    if method not in _decoders:
+def _get_decoder():  # noqa: ANN202 (pocketsphinx.Decoder)
+    """The phone-loop decoder of this process (loading the models takes 0.2 to 1 s)."""
+    if not _decoder:
         try:
             from pocketsphinx import Decoder, get_model_path
         except ImportError as exc:
@@ -66,13 +62,10 @@ def _get_decoder(method: str):  # noqa: ANN202 (pocketsphinx.Decoder)
                 f"the backend's Python {sys.executable} has no module named 'pocketsphinx'",
                 "pip install pocketsphinx (a dependency of emotalk-blender; reinstall the "
                 "package)") from exc
-        if method == "loop":
-            phone_lm = os.path.join(get_model_path(), "en-us", "en-us-phone.lm.bin")
-            _decoders[method] = Decoder(allphone=phone_lm, lm=None, samprate=SAMPLE_RATE,
-                                        loglevel="FATAL", bestpath=False)
-        else:
-            _decoders[method] = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", **WORD_SEARCH)
-    return _decoders[method]
+        phone_lm = os.path.join(get_model_path(), "en-us", "en-us-phone.lm.bin")
+        _decoder.append(Decoder(allphone=phone_lm, lm=None, samprate=SAMPLE_RATE,
+                                loglevel="FATAL", bestpath=False))
+    return _decoder[0]
 
 
 def pcm16(samples: np.ndarray) -> bytes:
@@ -84,22 +77,16 @@ def pcm16(samples: np.ndarray) -> bytes:
     return np.round(scaled).astype("<i2").tobytes()
 
 
-def decode_chunk(samples: np.ndarray, method: str = "loop") -> Phones:
+def decode_chunk(samples: np.ndarray) -> Phones:
     """Phones of one stretch of 16 kHz mono audio, times from its start, tiling it (gaps and
     fillers become "SIL")."""
-    if method not in METHODS:
-        raise ValueError(f"unknown phone decoding method {method!r}")
     if samples.size < SAMPLE_RATE // 20:
         return [(SIL, 0.0, samples.size / SAMPLE_RATE)] if samples.size else []
     with _decoder_lock:
-        decoder = _get_decoder(method)
+        decoder = _get_decoder()
         try:
-            pcm = pcm16(samples)
-            decode_utterance(decoder, pcm)
-            if method == "words":
-                segments = _word_phones(decoder, pcm)
-            else:
-                segments = [(s.word, s.start_frame, s.end_frame) for s in decoder.seg()]
+            decode_utterance(decoder, pcm16(samples))
+            segments = [(s.word, s.start_frame, s.end_frame) for s in decoder.seg()]
         except RuntimeError as exc:
             raise PhoneDecodingError(f"phone decoding failed: {exc}") from exc
     return tiling(segments) or [(SIL, 0.0, samples.size / SAMPLE_RATE)]
@@ -116,25 +103,8 @@ def decode_utterance(decoder, pcm: bytes) -> None:  # noqa: ANN001
     decoder.end_utt()
 
 
-def _word_phones(decoder, pcm: bytes) -> list[tuple[str, int, int]]:  # noqa: ANN001
-    """(phone, first frame, last frame) of the recognised words after a recognition pass:
-    a second pass aligns the hypothesis' phones (an empty hypothesis is silence)."""
-    hypothesis = decoder.hyp()
-    words = [w for w in (hypothesis.hypstr.split() if hypothesis else [])
-             if not w.startswith(("<", "["))]
-    if not words:
-        return []
-    try:
-        segments = phone_pass(decoder, pcm)
-    finally:
-        decoder.activate_search()  # back to recognition for the next chunk
-    if segments is None:
-        raise PhoneDecodingError("word recognition: the recognised words did not align")
-    return segments
-
-
 def phone_pass(decoder, pcm: bytes) -> list[tuple[str, int, int]] | None:  # noqa: ANN001
-    """After a word pass (recognition, or `set_align_text`), align the hypothesis' phones:
+    """After a word pass (`set_align_text`), align the hypothesis' phones:
     (phone, first frame, last frame) each, or None when they do not align."""
     decoder.set_alignment()
     decode_utterance(decoder, pcm)
@@ -208,12 +178,16 @@ def stitch(parts: list[Phones], seconds: float) -> Phones:
     return out
 
 
+Job = tuple[str, np.ndarray, str]  # (one of JOBS, 16 kHz mono samples, words to align)
+
+
 class _Workers:
     """Decoding processes kept for the life of this process (a server decodes clip after
-    clip): each is `python -m emotalk_core.phonetics.loop --worker`, fed float32 samples on its
-    stdin (a byte naming the method, an 8-byte length, then the bytes) and answering one JSON
-    line per chunk. Plain subprocesses rather than multiprocessing: they never re-import the
-    caller's main module and never touch its stdout (the stdio server's protocol channel)."""
+    clip): each is `python -m emotalk_core.phonetics.loop --worker`, fed jobs on its stdin (a
+    byte indexing JOBS, the 8-byte lengths of the float32 samples and of the UTF-8 words, then
+    both) and answering one JSON line per job. Plain subprocesses rather than multiprocessing:
+    they never re-import the caller's main module and never touch its stdout (the stdio
+    server's protocol channel)."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
@@ -237,40 +211,72 @@ class _Workers:
             proc.wait()
         self.procs = []
 
-    def run(self, chunks: list[np.ndarray], count: int, progress, cancel,
-            method: str = "loop") -> list[Phones]:
-        """Phones of each chunk, decoded `count` at a time in order."""
+    def run(self, jobs: list[Job], count: int, progress, cancel) -> list[Phones | None]:
+        """Each job's phones (None: its words did not align), on `count` processes: each
+        takes the next job as soon as it is done with its last (a thread per process feeds
+        it), so none waits for a slower neighbour."""
         with self.lock:
-            results: list[Phones] = []
-            try:
-                for first in range(0, len(chunks), count):
-                    _check(cancel)
-                    batch = chunks[first: first + count]
-                    procs = self.ensure(len(batch))
-                    for proc, chunk in zip(procs, batch, strict=False):
-                        data = np.ascontiguousarray(chunk, dtype="<f4").tobytes()
-                        proc.stdin.write(struct.pack("<BQ", METHODS.index(method), len(data))
-                                         + data)
-                        proc.stdin.flush()
-                    for proc in procs:
-                        results.append(_answer(proc.stdout.readline()))
+            _check(cancel)
+            procs = self.ensure(min(count, len(jobs)))
+            results: list[Phones | None] = [None] * len(jobs)
+            state = {"next": 0, "done": 0, "error": None}
+            guard = threading.Lock()
+
+            def feed(proc: subprocess.Popen) -> None:
+                while True:
+                    with guard:
+                        k = state["next"]
+                        if k >= len(jobs) or state["error"] is not None:
+                            return
+                        if cancel is not None and cancel():
+                            state["error"] = Cancelled()
+                            return
+                        state["next"] += 1
+                    try:
+                        results[k] = _exchange(proc, jobs[k])
+                    except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+                        with guard:
+                            state["error"] = state["error"] or exc
+                        return
+                    with guard:
+                        state["done"] += 1
                         if progress:
-                            progress(len(results), len(chunks))
-            except (OSError, ValueError) as exc:
-                self.close()
-                raise PhoneDecodingError(f"a phone decoding process failed: {exc}") from exc
-            except BaseException:
-                self.close()  # a cancel or an error mid-batch: no half-read answers left
-                raise
+                            progress(state["done"], len(jobs))
+
+            threads = [threading.Thread(target=feed, args=(proc,), daemon=True)
+                       for proc in procs]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            error = state["error"]
+            if error is not None:
+                self.close()  # a cancel or an error mid-job: no half-read answers left
+                if isinstance(error, OSError | ValueError):
+                    raise PhoneDecodingError(f"a phone decoding process failed: {error}"
+                                             ) from error
+                raise error
             return results
 
 
-def _answer(line: bytes) -> Phones:
+def _exchange(proc: subprocess.Popen, job: Job) -> Phones | None:
+    """Send one job to a worker process and read its answer."""
+    kind, samples, words = job
+    data = np.ascontiguousarray(samples, dtype="<f4").tobytes()
+    text = words.encode()
+    proc.stdin.write(struct.pack("<BQQ", JOBS.index(kind), len(data), len(text)) + data + text)
+    proc.stdin.flush()
+    return _answer(proc.stdout.readline())
+
+
+def _answer(line: bytes) -> Phones | None:
     if not line:
         raise PhoneDecodingError("a phone decoding process ended unexpectedly")
     reply = json.loads(line)
     if "error" in reply:
         raise PhoneDecodingError(reply["error"])
+    if reply["phones"] is None:
+        return None
     return [(p, float(a), float(b)) for p, a, b in reply["phones"]]
 
 
@@ -283,39 +289,54 @@ def default_workers() -> int:
                       else os.cpu_count() or 1))
 
 
-def decode(samples: np.ndarray, *, method: str = "loop", workers: int | None = None,
+def decode(samples: np.ndarray, *, workers: int | None = None,
            progress: Callable[[int, int], None] | None = None,
            cancel: Callable[[], bool] | None = None) -> Phones:
-    """[(ARPAbet phone or "SIL", start s, end s), ...] tiling 16 kHz mono `samples`, by
-    `method` (one of METHODS).
+    """[(ARPAbet phone or "SIL", start s, end s), ...] tiling 16 kHz mono `samples`.
 
     `progress(done, total)` is called per chunk; `cancel()` is polled between chunks (raises
     Cancelled). Clips up to IN_PROCESS_MAX_S decode in this process; longer ones in `workers`
     processes (default: one per core)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown phone decoding method {method!r}")
     seconds = samples.size / SAMPLE_RATE
     plans = plan_chunks(samples.size)
     workers = workers or default_workers()
     if seconds <= IN_PROCESS_MAX_S or workers == 1:
         parts = []
-        for k, plan in enumerate(plans):
+        for k, (a, b, core_start, core_end) in enumerate(plans):
             _check(cancel)
-            parts.append(_decode_plan(samples, plan, method))
+            parts.append(_keep_core(decode_chunk(samples[a:b]), a / SAMPLE_RATE,
+                                    (core_start / SAMPLE_RATE, core_end / SAMPLE_RATE)))
             if progress:
                 progress(k + 1, len(plans))
         return stitch(parts, seconds)
-    decoded = _WORKERS.run([samples[a:b] for a, b, _, _ in plans], workers, progress, cancel,
-                           method)
+    decoded = run_jobs([("loop", samples[a:b], "") for a, b, _, _ in plans], workers, progress,
+                       cancel)
     parts = [_keep_core(chunk, a / SAMPLE_RATE, (c / SAMPLE_RATE, d / SAMPLE_RATE))
              for chunk, (a, _, c, d) in zip(decoded, plans, strict=True)]
     return stitch(parts, seconds)
 
 
-def _decode_plan(samples: np.ndarray, plan: tuple[int, int, int, int], method: str) -> Phones:
-    a, b, core_start, core_end = plan
-    return _keep_core(decode_chunk(samples[a:b], method), a / SAMPLE_RATE,
-                      (core_start / SAMPLE_RATE, core_end / SAMPLE_RATE))
+def run_jobs(jobs: list[Job], workers: int | None = None,
+             progress: Callable[[int, int], None] | None = None,
+             cancel: Callable[[], bool] | None = None) -> list[Phones | None]:
+    """Each job's phones from the worker processes (`workers` at a time, default one per
+    core): phone-loop decoding, or the alignment of the job's words (None when they do not
+    align). Raises PhoneDecodingError when a process fails, Cancelled on `cancel()`."""
+    return _WORKERS.run(jobs, workers or default_workers(), progress, cancel)
+
+
+def do_job(kind: str, samples: np.ndarray, words: str) -> Phones | None:
+    """One job in this process (what a worker does with it)."""
+    if kind == "loop":
+        return decode_chunk(samples)
+    if kind != "align":
+        raise ValueError(f"unknown phone job {kind!r}")
+    from .align import AlignmentError, align_phones
+
+    try:
+        return align_phones(samples, words)
+    except AlignmentError:
+        return None
 
 
 def _check(cancel: Callable[[], bool] | None) -> None:
@@ -324,17 +345,18 @@ def _check(cancel: Callable[[], bool] | None) -> None:
 
 
 def worker_main() -> int:
-    """Serve chunks on stdin until it closes: a byte indexing METHODS, an 8-byte little-endian
-    length, float32 samples."""
+    """Serve jobs on stdin until it closes: a byte indexing JOBS, the 8-byte little-endian
+    lengths of the samples and the words, float32 samples, UTF-8 words."""
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     while True:
-        header = source.read(9)
-        if len(header) < 9:
+        header = source.read(17)
+        if len(header) < 17:
             return 0
-        method, size = struct.unpack("<BQ", header)
+        kind, size, text_size = struct.unpack("<BQQ", header)
         samples = np.frombuffer(source.read(size), dtype="<f4")
+        words = source.read(text_size).decode()
         try:
-            reply = {"phones": decode_chunk(samples, METHODS[method])}
+            reply = {"phones": do_job(JOBS[kind], samples, words)}
         except EmoTalkError as exc:
             reply = {"error": exc.message}
         sink.write(json.dumps(reply).encode() + b"\n")

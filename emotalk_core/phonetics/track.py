@@ -6,9 +6,9 @@ the lip-closure metric). The track is a (T,) array of class indices into
 it (one-hot) beside its log-mel features. Phones from a forced alignment are shifted by
 ALIGNED_OFFSET: an aligned "M" is near certain, a phone loop's "M" often wrong, and the network
 must know which of the two it reads to trust it accordingly. Phones of recognised words (no
-transcript, `loop.decode(method="words")`) are read like the loop's: the recognised words are
-often wrong, so the network keeps its own judgement (on held-out voices this scored better than
-reading them as aligned phones).
+transcript, `recognize.recognize`) are aligned phones too: Whisper gets most words right, and
+on held-out voices its words score nearly as a transcript does. Stretches it could not
+recognise are read by the phone loop (`PhoneTrack.loop_spans`) and read as loop phones.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import FPS, PHONE_LABELS
-from ..errors import EmoTalkError
+from ..errors import Cancelled, EmoTalkError
 from .phonemes import BILABIALS
 
 NO_PHONE = -1
@@ -30,9 +30,6 @@ _INDEX = {label: i for i, label in enumerate(PHONE_LABELS)}
 
 Phones = list[tuple[str, float, float]]
 SOURCES = ("alignment", "recognition", "loop")
-# A recognised bilabial shuts the lips unless the network is this sure they stay apart (lip
-# contact below it): chosen on the validation voices (the held-out game characters).
-RECOGNIZED_CONTACT_FLOOR = 0.05
 
 
 def base_phone(phone: str) -> str:
@@ -66,41 +63,50 @@ def track_classes(phones: Sequence[tuple[str, float, float]], num_frames: int,
 @dataclass
 class PhoneTrack:
     """Phones of a clip, where they came from ("alignment" of a transcript, "recognition" of
-    the words, or the phone "loop"), and any warning a user should see (a transcript that did
-    not align)."""
+    the words, or the phone "loop"), the spans (seconds) within it that the phone loop read
+    instead (where words were not recognised), and any warning a user should see (a transcript
+    that did not align)."""
 
     phones: Phones
     source: str
     warnings: list[str] = field(default_factory=list)
+    loop_spans: list[tuple[float, float]] = field(default_factory=list)
 
     def classes(self, num_frames: int) -> np.ndarray:
-        """(num_frames,) the network's track classes (aligned phones shifted by
-        ALIGNED_OFFSET)."""
-        return source_classes(track_classes(self.phones, num_frames), self.source)
+        """(num_frames,) the network's track classes (aligned and recognised phones shifted
+        by ALIGNED_OFFSET, except within loop_spans)."""
+        classes = track_classes(self.phones, num_frames)
+        return np.where(self.looped(num_frames), classes, source_classes(classes, self.source))
+
+    def looped(self, num_frames: int) -> np.ndarray:
+        """(num_frames,) bool: frames whose phones the phone loop decoded."""
+        if self.source == "loop":
+            return np.ones(num_frames, dtype=bool)
+        centres = (np.arange(num_frames) + 0.5) / FPS
+        out = np.zeros(num_frames, dtype=bool)
+        for start, end in self.loop_spans:
+            out |= (centres >= start) & (centres < end)
+        return out
 
 
-def aligned_closures(track: PhoneTrack, num_frames: int,
-                     contact: np.ndarray | None = None) -> np.ndarray:
-    """(num_frames,) 1.0 on the frames where the lips must meet, else 0.0: those an aligned
-    bilabial owns (the transcript says so), and those a recognised bilabial owns unless the
-    network's lip `contact` (T,) there is below RECOGNIZED_CONTACT_FLOOR. All 0.0 for
-    phone-loop tracks: the loop's bilabials are too often wrong to act on without the
-    network's judgement (which the contact output already is)."""
+def aligned_closures(track: PhoneTrack, num_frames: int) -> np.ndarray:
+    """(num_frames,) 1.0 on the frames where the lips must meet, else 0.0: those an aligned or
+    recognised bilabial owns. None where the phone loop decoded the phones: the loop's
+    bilabials are too often wrong to act on without the network's judgement (which the contact
+    output already is)."""
     out = np.zeros(num_frames, dtype=np.float32)
-    if track.source in ("alignment", "recognition"):
-        owners = frame_phones(track.phones, num_frames)
-        out[[i for i, p in enumerate(owners) if p and base_phone(p) in BILABIALS]] = 1.0
-    if track.source == "recognition" and contact is not None:
-        out *= np.asarray(contact) >= RECOGNIZED_CONTACT_FLOOR
+    owners = frame_phones(track.phones, num_frames)
+    out[[i for i, p in enumerate(owners) if p and base_phone(p) in BILABIALS]] = 1.0
+    out[track.looped(num_frames)] = 0.0
     return out
 
 
 def source_classes(classes: np.ndarray, source: str) -> np.ndarray:
     """PHONE_LABELS classes -> the network's track classes for phones from `source` (one of
-    SOURCES; only aligned phones are read as aligned)."""
+    SOURCES; aligned and recognised phones are read as aligned)."""
     if source not in SOURCES:
         raise ValueError(f"unknown phone source {source!r}")
-    if source != "alignment":
+    if source == "loop":
         return classes
     return np.where(classes >= 0, classes + ALIGNED_OFFSET, classes)
 
@@ -110,8 +116,8 @@ def phone_track(samples: np.ndarray, transcript: str | None = None, *,
                 progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None) -> PhoneTrack:
     """Phones of 16 kHz mono `samples`: forced alignment of `transcript` when given, else (or
-    when the alignment fails, with a warning) word recognition if `recognize_words`, else
-    phone-loop decoding (also, with a warning, when recognition fails)."""
+    when the alignment fails, with a warning) recognised words if `recognize_words`, else
+    phone-loop decoding (also, with a warning, when recognition cannot run)."""
     from . import loop
 
     warnings: list[str] = []
@@ -127,10 +133,15 @@ def phone_track(samples: np.ndarray, transcript: str | None = None, *,
             warnings.append(f"the transcript could not be aligned to the audio ({_short(exc)}); "
                             "lip sync uses the audio alone for this clip")
     if recognize_words:
+        from .recognize import recognize
+
         try:
-            phones = loop.decode(samples, method="words", progress=progress, cancel=cancel)
-            return PhoneTrack(phones, "recognition", warnings)
-        except loop.PhoneDecodingError as exc:
+            found = recognize(samples, progress=progress, cancel=cancel)
+            return PhoneTrack(found.phones, "recognition", warnings + found.warnings,
+                              found.loop_spans)
+        except Cancelled:
+            raise
+        except EmoTalkError as exc:
             warnings.append(f"word recognition failed ({_short(exc)}); lip sync uses the "
                             "phone loop for this clip")
     phones = loop.decode(samples, progress=progress, cancel=cancel)
