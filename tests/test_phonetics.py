@@ -284,3 +284,16 @@ def test_word_recognition_leaves_torch_its_threads(monkeypatch, utterance):
         assert torch.get_num_threads() == 2  # the network keeps both cores
     finally:
         torch.set_num_threads(before)
+
+
+def test_words_that_do_not_align_leave_their_window_to_the_loop(monkeypatch, utterance):
+    do_job = loop.do_job
+
+    def failing_alignment(kind, samples, words):
+        return None if kind == "align" else do_job(kind, samples, words)
+
+    monkeypatch.setattr(loop, "do_job", failing_alignment)
+    found = recognize.recognize(utterance.audio)
+    assert found.loop_spans == [(0.0, utterance.seconds)]
+    assert found.phones == loop.decode(utterance.audio)
+    assert "not recognised as English speech" in found.warnings[0]

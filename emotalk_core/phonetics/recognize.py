@@ -155,7 +155,10 @@ class _Whisper:
                 ctranslate2.StorageView.from_array(mels.astype(np.float32)),
                 [self.prompt] * len(mels), beam_size=1, return_scores=True,
                 return_no_speech_prob=True, asynchronous=True)
-        results = [p.result() for p in pending]
+        try:
+            results = [p.result() for p in pending]
+        except RuntimeError as exc:
+            raise RecognitionError(f"Whisper failed: {exc}") from exc
         return [judge(self.tokenizer.decode(r.sequences_ids[0]).strip(), r.scores[0],
                       r.no_speech_prob) for r in results]
 
