@@ -242,9 +242,14 @@ def test_whisper_checks_its_own_text():
     assert recognize.judge("Thank you.", -1.5, 0.9) == ("", True)  # no speech
     assert recognize.judge("I'm not sure if I can.", -2.0, 0.3) == ("I'm not sure if I can.",
                                                                     False)
-    loop_text = "montreal forceliner " * 20
+    loop_text = " ".join(["montreal forceliner"] * 20)
     assert recognize.judge(loop_text, -0.3, 0.0) == (loop_text, False)  # decoding looped
     assert recognize.judge("Bob made a map.", -0.3, 0.0) == ("Bob made a map.", True)
+    # sound captions are not speech: nothing to align (a pause), or the words around them
+    assert recognize.judge("[Music]", -0.3, 0.1) == ("", True)
+    assert recognize.judge("♪ (upbeat music) ♪", -0.4, 0.2) == ("", True)
+    assert recognize.judge("(laughs) Maybe, *sigh* maybe.", -0.3, 0.0) == ("Maybe, maybe.", True)
+    assert recognize.spoken("I'm a f***ing man!") == "I'm a f***ing man!"  # a word, censored
 
 
 def test_word_recognition_failure_falls_back_to_the_loop_with_a_warning(monkeypatch, utterance):

@@ -23,6 +23,7 @@ English model recognises more words correctly, more slowly).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import zlib
@@ -163,9 +164,17 @@ class _Whisper:
                       r.no_speech_prob) for r in results]
 
 
+def spoken(text: str) -> str:
+    """Whisper's text without what nobody says: its sound captions ("[Music]", "(laughs)",
+    "*sigh*") and music notes; "" when no word is left."""
+    text = re.sub(r"\[[^\]]*\]|\([^)]*\)|(?<!\S)\*[^*\s][^*]*\*(?!\S)|[♪♫]", " ", text)
+    return " ".join(text.split()) if re.search(r"[^\W\d_]", text) else ""
+
+
 def judge(text: str, logprob: float, no_speech: float) -> tuple[str, bool]:
     """Whisper's checks on a window's text: ("", True) for no speech, (text, False) for a
-    text not to trust, else (text, True)."""
+    text not to trust, else (text, True). Sound captions are not speech (`spoken`)."""
+    text = spoken(text)
     if not text or (no_speech > NO_SPEECH and logprob < MIN_LOGPROB):
         return "", True
     data = text.encode()
