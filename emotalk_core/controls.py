@@ -64,10 +64,13 @@ class EmotionControl:
         if not is_number(self.strength) or not finite_in(self.strength, 0.0, 1.0):
             raise ControlError(f"emotion strength must be within [0, 1], got {self.strength}")
         if self.source == "preset" and not self.preset:
-            raise ControlError("emotion source 'preset' needs a preset name (--emotion NAME)")
+            raise ControlError("emotion source 'preset' needs a preset name",
+                               "choose one of the model's presets",
+                               cli_hint="add --emotion NAME")
         if self.source == "reference" and not self.reference:
-            raise ControlError("emotion source 'reference' needs a reference clip "
-                               "(--emotion-reference FILE)")
+            raise ControlError("emotion source 'reference' needs a reference clip",
+                               "choose an audio file whose emotion to follow",
+                               cli_hint="add --emotion-reference FILE")
 
 
 @dataclass(frozen=True)

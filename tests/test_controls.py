@@ -135,3 +135,12 @@ def test_the_addon_copy_imports_without_the_package(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_preset_or_reference_is_told_in_every_front_ends_words():
+    for source, flag in (("preset", "--emotion NAME"), ("reference", "--emotion-reference FILE")):
+        with pytest.raises(ControlError) as caught:
+            EmotionControl(source)
+        # the add-on and protocol clients show message and detail; the CLI adds its flag
+        assert "--" not in caught.value.message and "--" not in caught.value.detail
+        assert caught.value.cli_hint == f"add {flag}"
