@@ -615,8 +615,21 @@ def describe_backend(info: dict, settings: backend.BackendSettings, source: str 
             f"Model: {model.get('name', '?')} ({model.get('kind', '?')}), "
             f"{model.get('persons', '?')} styles, {model.get('fps', '?')} fps",
             f"Torch: {torch}  Device: {model.get('device', '?')}",
+            f"Word recognition: {recognition_line(server)}",
             f"Emotion presets: {presets}",
             f"Python: {settings.python}{found}"]
+
+
+def recognition_line(server: dict) -> str:
+    """Check Backend's word-recognition line: where its model is, or why it cannot run and
+    what fixes it."""
+    status = server.get("recognition")
+    if status is None:
+        return "? (a backend older than the add-on: Repair Backend updates it)"
+    if status.startswith("unavailable"):
+        return f"{status}; Repair Backend installs it (strips without a transcript use the " \
+               "phone loop until then)"
+    return status
 
 
 SETUP_TICK = 0.25  # seconds between polls of a running Set up backend

@@ -212,8 +212,10 @@ def server_info() -> dict[str, Any]:
 
     import torch
 
+    from .phonetics import recognize
+
     return {"name": "emotalk", "version": __version__, "python": platform.python_version(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "recognition": recognize.status()}
 
 
 # -- the server -----------------------------------------------------------------------------------

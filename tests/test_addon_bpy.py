@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -507,3 +508,18 @@ def test_wrong_interpreter(bpy, scene, strips, monkeypatch, tmp_path):
 def test_missing_model_folder(bpy, scene, strips, monkeypatch, tmp_path):
     monkeypatch.setenv("EMOTALK_MODEL", str(tmp_path / "no-model"))
     unchanged_after(bpy, "does not exist")
+
+
+def test_check_backend_says_whether_words_are_recognised(bpy, scene):
+    operators = sys.modules[f"{ADDON}.operators"]
+    settings = SimpleNamespace(python="/env/bin/python")
+    ready = {"server": {"recognition": "Whisper in /env/models/tiny.en"}}
+    assert "Word recognition: Whisper in /env/models/tiny.en" in operators.describe_backend(
+        ready, settings)
+    missing = {"server": {"recognition": "unavailable: no module named 'ctranslate2'"}}
+    line = [x for x in operators.describe_backend(missing, settings)
+            if x.startswith("Word recognition")][0]
+    assert "no module named 'ctranslate2'" in line and "Repair Backend installs it" in line
+    old = [x for x in operators.describe_backend({"server": {}}, settings)
+           if x.startswith("Word recognition")][0]
+    assert "older than the add-on" in old

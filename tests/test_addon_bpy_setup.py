@@ -161,6 +161,7 @@ def test_set_up_backend_then_bake_with_it(bpy, prefs, wheels_folder, strips, mon
     assert bpy.ops.emotalk.check_backend() == {"FINISHED"}
     lines = modules("preferences")._last_check
     assert any(line.startswith("Torch: 2.13.0") and "Device: cpu" in line for line in lines), lines
+    assert any(line.startswith("Word recognition: Whisper in ") for line in lines), lines
     assert lines[-1] == f"Python: {found.python} ({discovery.SOURCE_PRIVATE})", lines
     assert animate(bpy) == {"FINISHED"}
     assert len(fcurve_keys(bpy, "jawOpen")) > 10

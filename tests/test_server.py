@@ -124,8 +124,12 @@ def test_handshake(client, tiny_model_dir):
 
     import torch
 
+    from emotalk_core.phonetics import recognize
+
     assert info["server"] == {"name": "emotalk", "version": __version__,
-                              "python": platform.python_version(), "torch": torch.__version__}
+                              "python": platform.python_version(), "torch": torch.__version__,
+                              "recognition": recognize.status()}
+    assert info["server"]["recognition"].startswith("Whisper in ")
     model = info["model"]
     assert {k: model[k] for k in ("name", "kind", "fps", "persons", "emotions", "presets")} == {
         "name": "tiny-compact", "kind": "compact", "fps": 30, "persons": 24,

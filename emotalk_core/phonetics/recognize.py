@@ -201,6 +201,20 @@ def model_folder() -> Path:
     return Path(get_model_path())
 
 
+def status() -> str:
+    """Whether word recognition can run in this Python, in one line for a user (`initialize`'s
+    server info, the add-on's Check Backend): the model's folder, or why not. Loads nothing."""
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        return (f"unavailable: the backend's Python {sys.executable} has no module named "
+                "'ctranslate2' (reinstall the backend)")
+    try:
+        return f"Whisper in {model_folder()}"
+    except EmoTalkError as exc:
+        return f"unavailable: {exc.message}"
+
+
 def recognize(samples: np.ndarray, progress: Callable[[int, int], None] | None = None,
               cancel: Callable[[], bool] | None = None, workers: int | None = None
               ) -> Recognition:
