@@ -227,7 +227,7 @@ def test_speech_whisper_cannot_trust_is_read_by_the_phone_loop():
                         "prépare le repas.", VoiceSettings("fr")).audio
     found = phone_track(french, recognize_words=True)
     assert found.source == "recognition" and found.loop_spans == [(0.0, french.size / 16000)]
-    assert "not recognised as English speech" in found.warnings[0]
+    assert "held no English words that could be trusted" in found.warnings[0]
     assert found.phones == loop.decode(french)
     frames = num_frames(french.size)
     assert (found.classes(frames) < ALIGNED_OFFSET).all()  # read as the loop's phones
@@ -301,4 +301,4 @@ def test_words_that_do_not_align_leave_their_window_to_the_loop(monkeypatch, utt
     found = recognize.recognize(utterance.audio)
     assert found.loop_spans == [(0.0, utterance.seconds)]
     assert found.phones == loop.decode(utterance.audio)
-    assert "not recognised as English speech" in found.warnings[0]
+    assert "held no English words that could be trusted" in found.warnings[0]

@@ -253,9 +253,10 @@ then read). Raises
                 progress(2 * (before + len(group)), 2 * len(spans))
     warnings = []
     if looped:
-        warnings.append(f"{sum(b - a for a, b in looped):.0f} s of {seconds:.0f} s were not "
-                        "recognised as English speech; the phone loop reads them (lip sync "
-                        "there is less sure: a transcript helps; for speech in another "
+        warnings.append(f"{sum(b - a for a, b in looped):.0f} s of {seconds:.0f} s held no "
+                        "English words that could be trusted (another language, noise, or "
+                        "words that did not align); the phone loop reads them, so lip sync "
+                        "there is less sure (a transcript helps; for speech in another "
                         "language, turn word recognition off)")
     return Recognition(loop.stitch([offset], seconds), looped, warnings)
 
