@@ -113,7 +113,7 @@ class _Whisper:
         except ImportError as exc:
             raise DependencyError(
                 f"word recognition needs the module {exc.name!r} in the backend's Python "
-                f"{sys.executable}", "pip install ctranslate2 (a dependency of "
+                f"{sys.executable}", f"pip install {exc.name} (a dependency of "
                 "emotalk-blender; reinstall the package)") from exc
         import torch
 
@@ -220,10 +220,9 @@ def recognize(samples: np.ndarray, progress: Callable[[int, int], None] | None =
               ) -> Recognition:
     """Phones of 16 kHz mono `samples` from recognised words, the phone loop's where a window's
     words are not to be trusted or do not align. Whisper hears the next GROUP of windows while
-    the last group's words are aligned. `progress(done, total)` counts halves of windows (heard,
-then read). Raises
-    RecognitionError or DependencyError when recognition cannot run, Cancelled on `cancel()`.
-    """
+    the last group's words are aligned. `progress(done, total)` counts halves of windows
+    (heard, then read). Raises RecognitionError or DependencyError when recognition cannot run,
+    Cancelled on `cancel()`."""
     seconds = samples.size / SAMPLE_RATE
     if samples.size == 0:
         return Recognition([])
@@ -237,6 +236,8 @@ then read). Raises
         hearing = pool.submit(whisper.hear, [samples[a:b] for a, b in groups[0]])
         for k, group in enumerate(groups):
             heard = hearing.result()
+            if cancel is not None and cancel():
+                raise Cancelled()
             before = sum(len(g) for g in groups[:k])
             if progress:
                 progress(2 * before + len(group), 2 * len(spans))
