@@ -245,7 +245,7 @@ def test_whisper_checks_its_own_text():
     loop_text = " ".join(["montreal forceliner"] * 20)
     assert recognize.judge(loop_text, -0.3, 0.0) == (loop_text, False)  # decoding looped
     assert recognize.judge("Bob made a map.", -0.3, 0.0) == ("Bob made a map.", True)
-    # sound captions are not speech: nothing to align (a pause), or the words around them
+    # sound captions are not speech: nothing to align, or the words around them
     assert recognize.judge("[Music]", -0.3, 0.1) == ("", True)
     assert recognize.judge("♪ (upbeat music) ♪", -0.4, 0.2) == ("", True)
     assert recognize.judge("(laughs) Maybe, *sigh* maybe.", -0.3, 0.0) == ("Maybe, maybe.", True)
