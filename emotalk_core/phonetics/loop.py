@@ -299,18 +299,8 @@ def decode(samples: np.ndarray, *, workers: int | None = None,
     processes (default: one per core)."""
     seconds = samples.size / SAMPLE_RATE
     plans = plan_chunks(samples.size)
-    workers = workers or default_workers()
-    if seconds <= IN_PROCESS_MAX_S or workers == 1:
-        parts = []
-        for k, (a, b, core_start, core_end) in enumerate(plans):
-            _check(cancel)
-            parts.append(_keep_core(decode_chunk(samples[a:b]), a / SAMPLE_RATE,
-                                    (core_start / SAMPLE_RATE, core_end / SAMPLE_RATE)))
-            if progress:
-                progress(k + 1, len(plans))
-        return stitch(parts, seconds)
     decoded = run_jobs([("loop", samples[a:b], "") for a, b, _, _ in plans], workers, progress,
-                       cancel)
+                       cancel, in_process=seconds <= IN_PROCESS_MAX_S or workers == 1)
     parts = [_keep_core(chunk, a / SAMPLE_RATE, (c / SAMPLE_RATE, d / SAMPLE_RATE))
              for chunk, (a, _, c, d) in zip(decoded, plans, strict=True)]
     return stitch(parts, seconds)
@@ -318,11 +308,22 @@ def decode(samples: np.ndarray, *, workers: int | None = None,
 
 def run_jobs(jobs: list[Job], workers: int | None = None,
              progress: Callable[[int, int], None] | None = None,
-             cancel: Callable[[], bool] | None = None) -> list[Phones | None]:
-    """Each job's phones from the worker processes (`workers` at a time, default one per
-    core): phone-loop decoding, or the alignment of the job's words (None when they do not
-    align). Raises PhoneDecodingError when a process fails, Cancelled on `cancel()`."""
-    return _WORKERS.run(jobs, workers or default_workers(), progress, cancel)
+             cancel: Callable[[], bool] | None = None, in_process: bool = False
+             ) -> list[Phones | None]:
+    """Each job's phones: phone-loop decoding, or the alignment of the job's words (None when
+    they do not align). From the worker processes (`workers` at a time, default one per core),
+    or with `in_process` one after the other in this process (short audio: no process to feed).
+    `progress(done, total)` counts jobs; `cancel()` is polled between them. Raises
+    PhoneDecodingError when a process fails, Cancelled on `cancel()`."""
+    if not in_process:
+        return _WORKERS.run(jobs, workers or default_workers(), progress, cancel)
+    done: list[Phones | None] = []
+    for job in jobs:
+        _check(cancel)
+        done.append(do_job(*job))
+        if progress:
+            progress(len(done), len(jobs))
+    return done
 
 
 def do_job(kind: str, samples: np.ndarray, words: str) -> Phones | None:

@@ -45,7 +45,6 @@ CUT_SEARCH_S = 5.0  # a window ends at the quietest moment of its last seconds .
 QUIET_S = 0.1  # ... measured over this long
 BATCH = 4  # windows in one CTranslate2 batch; one batch per core runs at a time
 GROUP = 8  # windows in flight at once (bounded memory; cancel and progress between groups)
-IN_PROCESS_MAX_S = loop.IN_PROCESS_MAX_S  # longer audio is aligned in the worker processes
 MODEL_ENV = "EMOTALK_WHISPER_MODEL"
 # Whisper's decoding checks (its paper's values): a window is distrusted when its tokens'
 # mean log-probability is below MIN_LOGPROB or its text compresses more than MAX_COMPRESSION
@@ -230,7 +229,7 @@ def recognize(samples: np.ndarray, progress: Callable[[int, int], None] | None =
     whisper = _Whisper.get()
     spans = plan_windows(samples)
     groups = [spans[k: k + GROUP] for k in range(0, len(spans), GROUP)]
-    in_process = seconds <= IN_PROCESS_MAX_S or workers == 1
+    in_process = seconds <= loop.IN_PROCESS_MAX_S or workers == 1
     offset: Phones = []
     looped: list[tuple[float, float]] = []
     distrusted = 0.0  # seconds of words not used
@@ -273,23 +272,11 @@ def _read(samples: np.ndarray, windows: list[Window], in_process: bool, workers:
         return samples[w.start:w.end]
 
     to_align = [w for w in windows if w.text and w.trusted]
-    aligned = dict(zip(to_align, _run([("align", clip(w), w.text) for w in to_align],
-                                      in_process, workers, cancel), strict=True))
+    aligned = dict(zip(to_align, loop.run_jobs([("align", clip(w), w.text) for w in to_align],
+                                               workers, None, cancel, in_process), strict=True))
     to_loop = [w for w in windows if aligned.get(w) is None]
-    decoded = dict(zip(to_loop, _run([("loop", clip(w), "") for w in to_loop], in_process,
-                                     workers, cancel), strict=True))
+    decoded = dict(zip(to_loop, loop.run_jobs([("loop", clip(w), "") for w in to_loop],
+                                              workers, None, cancel, in_process),
+                       strict=True))
     return [(w, aligned[w], False) if aligned.get(w) is not None else (w, decoded[w], True)
             for w in windows]
-
-
-def _run(jobs: list[loop.Job], in_process: bool, workers: int | None, cancel
-         ) -> list[Phones | None]:
-    """Jobs in this process for short audio, else in the worker processes."""
-    if not in_process:
-        return loop.run_jobs(jobs, workers, None, cancel)
-    out = []
-    for job in jobs:
-        if cancel is not None and cancel():
-            raise Cancelled()
-        out.append(loop.do_job(*job))
-    return out
